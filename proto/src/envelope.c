@@ -1,0 +1,323 @@
+/* Envelope encode, decode and validation beyond protobuf (SPEC.md MSG-*,
+ * HELLO-*). Every rule that rejects input names the requirement it enforces
+ * so that an error report can quote it. */
+#include <string.h>
+
+#include "posp2p/codec.h"
+
+#define ENV_CASE(x) POSP2P__V2__ENVELOPE__##x
+#define MT(x) POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_##x
+
+void posp2p_envelope_init(posp2p_envelope *e) {
+  posp2p__v2__envelope__init(e);
+}
+
+uint32_t posp2p_envelope_priority(const posp2p_envelope *e) {
+  return e->opt_priority_case == ENV_CASE(OPT_PRIORITY_PRIORITY)
+             ? e->priority
+             : POSP2P_PRIORITY_DEFAULT;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool posp2p_uuid_valid(const char *s) {
+  if (s == NULL) return false;
+  for (size_t i = 0; i < POSP2P_UUID_LEN; i++) {
+    if (s[i] == '\0') return false;
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (s[i] != '-') return false;
+    } else if (hexval(s[i]) < 0) {
+      return false;
+    }
+  }
+  return s[POSP2P_UUID_LEN] == '\0';
+}
+
+void posp2p_uuid_format(const uint8_t rnd[16], char out[POSP2P_UUID_LEN + 1]) {
+  static const char hex[] = "0123456789abcdef";
+  uint8_t b[16];
+  memcpy(b, rnd, 16);
+  b[6] = (uint8_t)((b[6] & 0x0F) | 0x40); /* version 4 */
+  b[8] = (uint8_t)((b[8] & 0x3F) | 0x80); /* RFC 4122 variant */
+  size_t o = 0;
+  for (size_t i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
+    out[o++] = hex[b[i] >> 4];
+    out[o++] = hex[b[i] & 0x0F];
+  }
+  out[o] = '\0';
+}
+
+/* ---- Validation ---------------------------------------------------------- */
+
+static int check_uuid(const char *v, const char *field, const char *req,
+                      posp2p_error *err) {
+  if (v == NULL || v[0] == '\0')
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, req,
+                            "%s is missing", field);
+  if (!posp2p_uuid_valid(v))
+    return posp2p_error_set(err, POSP2P_ERR_BAD_ID, 0, req,
+                            "%s \"%.40s\" is not a canonical UUID", field, v);
+  return 0;
+}
+
+static int check_nonempty(const char *v, const char *field, const char *req,
+                          posp2p_error *err) {
+  if (v == NULL || v[0] == '\0')
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, req,
+                            "%s is missing", field);
+  return 0;
+}
+
+static int check_enum(const ProtobufCEnumDescriptor *d, int v,
+                      const char *field, const char *req, posp2p_error *err) {
+  if (protobuf_c_enum_descriptor_get_value(d, v) == NULL)
+    return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, req,
+                            "%s has value %d, outside enum %s", field, v,
+                            d->short_name);
+  return 0;
+}
+
+static int validate_hello(const Posp2p__V2__Hello *h, posp2p_error *err) {
+  int rv;
+  if ((rv = check_uuid(h->device_id, "hello.device_id", "HELLO-2", err))) return rv;
+  if ((rv = check_enum(&posp2p__v2__device_type__descriptor, h->device_type,
+                       "hello.device_type", "HELLO-3", err)))
+    return rv;
+  if (h->device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "HELLO-3",
+                            "hello.device_type is unspecified");
+  if (h->listen_port > 65535)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-4",
+                            "hello.listen_port %u is above 65535",
+                            h->listen_port);
+  if (h->n_supported_versions == 0)
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "HELLO-5",
+                            "hello.supported_versions is empty");
+  if (h->heartbeat_interval_ms == 0)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-6",
+                            "hello.heartbeat_interval_ms is 0");
+  if (h->device_timeout_ms <= h->heartbeat_interval_ms)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-6",
+                            "hello.device_timeout_ms %u is not above "
+                            "heartbeat_interval_ms %u",
+                            h->device_timeout_ms, h->heartbeat_interval_ms);
+  if (h->max_frame_size < POSP2P_MAX_FRAME_MIN)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-7",
+                            "hello.max_frame_size %u is below the minimum %u",
+                            h->max_frame_size, POSP2P_MAX_FRAME_MIN);
+  return 0;
+}
+
+static int validate_order_forward(const Posp2p__V2__OrderForward *o,
+                                  posp2p_error *err) {
+  int rv;
+  if ((rv = check_nonempty(o->order_id, "order_forward.order_id", "MSG-12", err)))
+    return rv;
+  if ((rv = check_enum(&posp2p__v2__order_status_code__descriptor,
+                       o->order_status, "order_forward.order_status", "MSG-8",
+                       err)))
+    return rv;
+  if ((rv = check_enum(&posp2p__v2__destination__descriptor, o->destination,
+                       "order_forward.destination", "MSG-8", err)))
+    return rv;
+  if (o->currency_exponent > 9)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-2",
+                            "order_forward.currency_exponent %u is above 9",
+                            o->currency_exponent);
+  for (size_t i = 0; i < o->n_items; i++) {
+    const Posp2p__V2__OrderItem *it = o->items[i];
+    if (it->quantity < 0)
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-12",
+                              "order_forward.items[%zu].quantity %d is "
+                              "negative",
+                              i, it->quantity);
+  }
+  return 0;
+}
+
+/* Which payload each typed message type must carry; opaque types may carry
+ * an OpaquePayload or nothing. */
+static int expected_payload(int type) {
+  switch (type) {
+  case MT(HELLO): return ENV_CASE(PAYLOAD_HELLO);
+  case MT(GOODBYE): return ENV_CASE(PAYLOAD_GOODBYE);
+  case MT(DEVICE_INFO): return ENV_CASE(PAYLOAD_DEVICE_INFO);
+  case MT(DISCOVERY): return ENV_CASE(PAYLOAD_DISCOVERY);
+  case MT(ORDER_FORWARD): return ENV_CASE(PAYLOAD_ORDER_FORWARD);
+  case MT(ORDER_STATUS): return ENV_CASE(PAYLOAD_ORDER_STATUS);
+  case MT(ORDER_CANCEL): return ENV_CASE(PAYLOAD_ORDER_CANCEL);
+  case MT(CART_SYNC): return ENV_CASE(PAYLOAD_CART_SYNC);
+  case MT(HEARTBEAT): return ENV_CASE(PAYLOAD_HEARTBEAT);
+  case MT(ACKNOWLEDGEMENT): return ENV_CASE(PAYLOAD_ACKNOWLEDGEMENT);
+  case MT(ERROR): return ENV_CASE(PAYLOAD_ERROR);
+  default: return ENV_CASE(PAYLOAD_OPAQUE);
+  }
+}
+
+int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
+  int rv;
+  if ((rv = check_uuid(e->message_id, "message_id", "MSG-1", err))) return rv;
+  if ((rv = check_uuid(e->from_device_id, "from_device_id", "MSG-2", err)))
+    return rv;
+  if (e->message_type == MT(UNSPECIFIED))
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "MSG-4",
+                            "message_type is missing");
+  if ((rv = check_enum(&posp2p__v2__message_type__descriptor, e->message_type,
+                       "message_type", "MSG-4", err)))
+    return rv;
+  if (e->opt_to_device_id_case == ENV_CASE(OPT_TO_DEVICE_ID_TO_DEVICE_ID)) {
+    if ((rv = check_uuid(e->to_device_id, "to_device_id", "MSG-3", err)))
+      return rv;
+    if (e->opt_to_device_type_case == ENV_CASE(OPT_TO_DEVICE_TYPE_TO_DEVICE_TYPE))
+      return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-3",
+                              "to_device_id and to_device_type are both set");
+  }
+  if (e->opt_to_device_type_case == ENV_CASE(OPT_TO_DEVICE_TYPE_TO_DEVICE_TYPE)) {
+    if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
+                         e->to_device_type, "to_device_type", "MSG-3", err)))
+      return rv;
+    if (e->to_device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
+      return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "MSG-3",
+                              "to_device_type is unspecified");
+  }
+  if (e->timestamp_ms < 0)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-1",
+                            "timestamp_ms %lld is negative",
+                            (long long)e->timestamp_ms);
+  if (e->timestamp_us > 999)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-2",
+                            "timestamp_us %u is above 999", e->timestamp_us);
+  if (e->opt_priority_case == ENV_CASE(OPT_PRIORITY_PRIORITY) &&
+      e->priority > POSP2P_PRIORITY_MAX)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-5",
+                            "priority %u is outside 0..10", e->priority);
+
+  int want = expected_payload(e->message_type);
+  if (want == ENV_CASE(PAYLOAD_OPAQUE)) {
+    if (e->payload_case != ENV_CASE(PAYLOAD__NOT_SET) &&
+        e->payload_case != ENV_CASE(PAYLOAD_OPAQUE))
+      return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-6",
+                              "%s message carries a typed payload (field %d)",
+                              posp2p_message_type_name(e->message_type),
+                              (int)e->payload_case);
+    return 0;
+  }
+  if ((int)e->payload_case != want)
+    return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-6",
+                            "%s message needs payload field %d, has %d",
+                            posp2p_message_type_name(e->message_type), want,
+                            (int)e->payload_case);
+
+  switch (e->payload_case) {
+  case ENV_CASE(PAYLOAD_HELLO):
+    return validate_hello(e->hello, err);
+  case ENV_CASE(PAYLOAD_DEVICE_INFO):
+    if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
+                         e->device_info->device_type, "device_info.device_type",
+                         "MSG-8", err)))
+      return rv;
+    if (e->device_info->port > 65535)
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-8",
+                              "device_info.port %u is above 65535",
+                              e->device_info->port);
+    return 0;
+  case ENV_CASE(PAYLOAD_DISCOVERY):
+    if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
+                         e->discovery->device_type, "discovery.device_type",
+                         "MSG-8", err)))
+      return rv;
+    if (e->discovery->port > 65535)
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-8",
+                              "discovery.port %u is above 65535",
+                              e->discovery->port);
+    return 0;
+  case ENV_CASE(PAYLOAD_ORDER_FORWARD):
+    return validate_order_forward(e->order_forward, err);
+  case ENV_CASE(PAYLOAD_ORDER_STATUS):
+    if ((rv = check_nonempty(e->order_status->order_id,
+                             "order_status.order_id", "MSG-12", err)))
+      return rv;
+    return check_enum(&posp2p__v2__order_status_code__descriptor,
+                      e->order_status->new_status, "order_status.new_status",
+                      "MSG-8", err);
+  case ENV_CASE(PAYLOAD_ORDER_CANCEL):
+    return check_nonempty(e->order_cancel->order_id, "order_cancel.order_id",
+                          "MSG-12", err);
+  case ENV_CASE(PAYLOAD_CART_SYNC):
+    if (e->cart_sync->currency_exponent > 9)
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-2",
+                              "cart_sync.currency_exponent %u is above 9",
+                              e->cart_sync->currency_exponent);
+    return 0;
+  case ENV_CASE(PAYLOAD_ACKNOWLEDGEMENT):
+    return check_uuid(e->acknowledgement->acknowledged_message_id,
+                      "acknowledgement.acknowledged_message_id", "ACK-3", err);
+  case ENV_CASE(PAYLOAD_ERROR):
+    return check_enum(&posp2p__v2__error_code__descriptor, e->error->code,
+                      "error.code", "ERR-2", err);
+  default:
+    return 0;
+  }
+}
+
+/* ---- Decode / encode ---------------------------------------------------- */
+
+int posp2p_envelope_decode(const uint8_t *buf, size_t len,
+                           const ProtobufCAllocator *a, posp2p_envelope **out,
+                           posp2p_error *err) {
+  if (a == NULL) a = posp2p_mem_default();
+  *out = NULL;
+  posp2p_envelope *e = posp2p__v2__envelope__unpack((ProtobufCAllocator *)a, len, buf);
+  if (e == NULL)
+    return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, 0, "FRAME-7",
+                            "%zu-byte frame body is not a valid Envelope "
+                            "(protobuf decoding failed)",
+                            len);
+  int rv = posp2p_envelope_validate(e, err);
+  if (rv != 0) {
+    posp2p__v2__envelope__free_unpacked(e, (ProtobufCAllocator *)a);
+    return rv;
+  }
+  *out = e;
+  return 0;
+}
+
+void posp2p_envelope_free(posp2p_envelope *e, const ProtobufCAllocator *a) {
+  if (e == NULL) return;
+  posp2p__v2__envelope__free_unpacked(
+      e, (ProtobufCAllocator *)(a ? a : posp2p_mem_default()));
+}
+
+size_t posp2p_frame_size(const posp2p_envelope *e) {
+  uint8_t tmp[5];
+  size_t body = posp2p__v2__envelope__get_packed_size(e);
+  if (body > UINT32_MAX) return body;
+  return posp2p_varint_encode((uint32_t)body, tmp) + body;
+}
+
+int posp2p_frame_encode(const posp2p_envelope *e, uint32_t max_frame,
+                        posp2p_buf *out, posp2p_error *err) {
+  size_t body = posp2p__v2__envelope__get_packed_size(e);
+  if (max_frame == 0) max_frame = POSP2P_MAX_FRAME_DEFAULT;
+  if (body > max_frame)
+    return posp2p_error_set(err, POSP2P_ERR_FRAME_TOO_LARGE, 0, "FRAME-3",
+                            "encoded envelope is %zu bytes, above the peer's "
+                            "maximum frame size %u",
+                            body, max_frame);
+  uint8_t hdr[5];
+  size_t hlen = posp2p_varint_encode((uint32_t)body, hdr);
+  int rv = posp2p_buf_reserve(out, hlen + body);
+  if (rv != 0)
+    return posp2p_error_set(err, rv, 0, "", "cannot append %zu-byte frame: %s",
+                            hlen + body, posp2p_strerror(rv));
+  memcpy(out->data + out->len, hdr, hlen);
+  size_t packed = posp2p__v2__envelope__pack(e, out->data + out->len + hlen);
+  out->len += hlen + packed;
+  return 0;
+}
