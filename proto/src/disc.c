@@ -9,7 +9,7 @@ int posp2p_disc_validate(const posp2p_disc *m, posp2p_error *err) {
   if (protobuf_c_enum_descriptor_get_value(&posp2p__v2__discovery_kind__descriptor,
                                            m->kind) == NULL ||
       m->kind == POSP2P__V2__DISCOVERY_KIND__DISCOVERY_KIND_UNSPECIFIED)
-    return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "DISC-2",
+    return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "DISC-3",
                             "discovery kind %d is not REQUEST, RESPONSE or "
                             "ANNOUNCE",
                             (int)m->kind);
@@ -42,7 +42,7 @@ int posp2p_disc_decode(const uint8_t *d, size_t n, const ProtobufCAllocator *a,
                             "empty datagram");
   if (n > POSP2P_DISC_MAX_DATAGRAM)
     return posp2p_error_set(err, POSP2P_ERR_DATAGRAM, POSP2P_DISC_MAX_DATAGRAM,
-                            "DISC-1", "datagram of %zu bytes exceeds %u", n,
+                            "DISC-2", "datagram of %zu bytes exceeds %u", n,
                             POSP2P_DISC_MAX_DATAGRAM);
   switch (posp2p_wire_detect(d[0])) {
   case POSP2P_WIRE_LEGACY:
@@ -100,7 +100,7 @@ int posp2p_disc_encode(const posp2p_disc *m, posp2p_wire wire, posp2p_buf *out,
   size_t body = posp2p__v2__discovery_datagram__get_packed_size(m);
   size_t total = POSP2P_DISC_MAGIC_LEN + body;
   if (total > POSP2P_DISC_MAX_DATAGRAM)
-    return posp2p_error_set(err, POSP2P_ERR_NOSPACE, 0, "DISC-1",
+    return posp2p_error_set(err, POSP2P_ERR_NOSPACE, 0, "DISC-2",
                             "datagram would be %zu bytes, above %u", total,
                             POSP2P_DISC_MAX_DATAGRAM);
   int rv = posp2p_buf_reserve(out, total);

@@ -3,6 +3,8 @@
  * so that an error report can quote it. */
 #include <string.h>
 
+#include <jansson.h>
+
 #include "posp2p/codec.h"
 
 #define ENV_CASE(x) POSP2P__V2__ENVELOPE__##x
@@ -53,6 +55,117 @@ void posp2p_uuid_format(const uint8_t rnd[16], char out[POSP2P_UUID_LEN + 1]) {
   out[o] = '\0';
 }
 
+/* ---- String checks on the wire -----------------------------------------
+ * protobuf-c hands string fields back as NUL-terminated C strings and does
+ * not check UTF-8, so a string carrying U+0000 would be silently truncated
+ * and invalid UTF-8 passed on. These rules (FRAME-7, MSG-22) can only be
+ * checked on the encoded bytes: after a successful unpack we walk the body
+ * once more, guided by the descriptors, and look at every string field. */
+
+#define WIRE_MAX_DEPTH 16
+
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, <= U+10FFFF.
+ * Returns the offset of the first bad byte, or n if all are valid. */
+static size_t utf8_check(const uint8_t *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    uint8_t c = s[i];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+      cp = c & 0x1Fu;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      cp = c & 0x0Fu;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      cp = c & 0x07u;
+    } else {
+      return i;
+    }
+    if (n - i < len) return i;
+    for (size_t k = 1; k < len; k++) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (s[i + k] & 0x3Fu);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return i;
+    i += len;
+  }
+  return n;
+}
+
+static int wire_varint(const uint8_t *p, size_t n, size_t *pos, uint64_t *v) {
+  uint64_t r = 0;
+  for (unsigned shift = 0; shift < 64 && *pos < n; shift += 7) {
+    uint8_t b = p[(*pos)++];
+    r |= (uint64_t)(b & 0x7F) << shift;
+    if ((b & 0x80) == 0) {
+      *v = r;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static int wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                     size_t n, uint64_t base, int depth, posp2p_error *err) {
+  size_t pos = 0;
+  if (depth > WIRE_MAX_DEPTH)
+    return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, base, "FRAME-7",
+                            "messages nested deeper than %d", WIRE_MAX_DEPTH);
+  while (pos < n) {
+    uint64_t tag, len;
+    if (wire_varint(p, n, &pos, &tag) != 0) break;
+    switch (tag & 7) {
+    case 0:
+      if (wire_varint(p, n, &pos, &len) != 0) return 0;
+      continue;
+    case 1:
+      pos += 8;
+      continue;
+    case 5:
+      pos += 4;
+      continue;
+    case 2:
+      break;
+    default:
+      return 0; /* groups: protobuf-c already accepted or skipped them */
+    }
+    if (wire_varint(p, n, &pos, &len) != 0 || len > n - pos) return 0;
+    const ProtobufCFieldDescriptor *f =
+        tag >> 3 <= UINT32_MAX
+            ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))
+            : NULL;
+    if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
+      const uint8_t *nul = memchr(p + pos, 0, (size_t)len);
+      if (nul != NULL)
+        return posp2p_error_set(err, POSP2P_ERR_RANGE,
+                                base + (uint64_t)(nul - p), "MSG-22",
+                                "string field %s.%s contains U+0000",
+                                d->short_name, f->name);
+      size_t bad = utf8_check(p + pos, (size_t)len);
+      if (bad != len)
+        return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, base + pos + bad,
+                                "FRAME-7",
+                                "string field %s.%s is not valid UTF-8 "
+                                "(byte 0x%02x)",
+                                d->short_name, f->name, p[pos + bad]);
+    } else if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+      int rv = wire_scan(f->descriptor, p + pos, (size_t)len, base + pos,
+                         depth + 1, err);
+      if (rv != 0) return rv;
+    }
+    pos += (size_t)len;
+  }
+  return 0;
+}
+
 /* ---- Validation ---------------------------------------------------------- */
 
 static int check_uuid(const char *v, const char *field, const char *req,
@@ -83,32 +196,46 @@ static int check_enum(const ProtobufCEnumDescriptor *d, int v,
   return 0;
 }
 
+/* MSG-14, MSG-31: an opaque JSON field holds exactly one JSON object. */
+static int check_json_object(const char *v, const char *field, const char *req,
+                             posp2p_error *err) {
+  json_error_t jerr;
+  json_t *j = json_loads(v, JSON_REJECT_DUPLICATES, &jerr);
+  int ok = j != NULL && json_is_object(j);
+  json_decref(j);
+  if (!ok)
+    return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, req,
+                            "%s is not one JSON object%s%s", field,
+                            j ? "" : ": ", j ? "" : jerr.text);
+  return 0;
+}
+
 static int validate_hello(const Posp2p__V2__Hello *h, posp2p_error *err) {
   int rv;
-  if ((rv = check_uuid(h->device_id, "hello.device_id", "HELLO-2", err))) return rv;
+  if ((rv = check_uuid(h->device_id, "hello.device_id", "HELLO-4", err))) return rv;
   if ((rv = check_enum(&posp2p__v2__device_type__descriptor, h->device_type,
-                       "hello.device_type", "HELLO-3", err)))
+                       "hello.device_type", "HELLO-5", err)))
     return rv;
   if (h->device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
-    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "HELLO-3",
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "HELLO-5",
                             "hello.device_type is unspecified");
   if (h->listen_port > 65535)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-4",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-6",
                             "hello.listen_port %u is above 65535",
                             h->listen_port);
   if (h->n_supported_versions == 0)
-    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "HELLO-5",
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "HELLO-7",
                             "hello.supported_versions is empty");
   if (h->heartbeat_interval_ms == 0)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-6",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-8",
                             "hello.heartbeat_interval_ms is 0");
   if (h->device_timeout_ms <= h->heartbeat_interval_ms)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-6",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-9",
                             "hello.device_timeout_ms %u is not above "
                             "heartbeat_interval_ms %u",
                             h->device_timeout_ms, h->heartbeat_interval_ms);
   if (h->max_frame_size < POSP2P_MAX_FRAME_MIN)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-7",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "HELLO-10",
                             "hello.max_frame_size %u is below the minimum %u",
                             h->max_frame_size, POSP2P_MAX_FRAME_MIN);
   return 0;
@@ -117,23 +244,43 @@ static int validate_hello(const Posp2p__V2__Hello *h, posp2p_error *err) {
 static int validate_order_forward(const Posp2p__V2__OrderForward *o,
                                   posp2p_error *err) {
   int rv;
-  if ((rv = check_nonempty(o->order_id, "order_forward.order_id", "MSG-12", err)))
+  if ((rv = check_nonempty(o->order_id, "order_forward.order_id", "MSG-24", err)))
     return rv;
   if ((rv = check_enum(&posp2p__v2__order_status_code__descriptor,
-                       o->order_status, "order_forward.order_status", "MSG-8",
+                       o->order_status, "order_forward.order_status", "MSG-24",
                        err)))
     return rv;
   if ((rv = check_enum(&posp2p__v2__destination__descriptor, o->destination,
-                       "order_forward.destination", "MSG-8", err)))
+                       "order_forward.destination", "MSG-24", err)))
     return rv;
   if (o->currency_exponent > 9)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-2",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-3",
                             "order_forward.currency_exponent %u is above 9",
                             o->currency_exponent);
+  if (o->currency[0] != '\0' &&
+      !(strlen(o->currency) == 3 && o->currency[0] >= 'A' &&
+        o->currency[0] <= 'Z' && o->currency[1] >= 'A' &&
+        o->currency[1] <= 'Z' && o->currency[2] >= 'A' &&
+        o->currency[2] <= 'Z'))
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-4",
+                            "order_forward.currency \"%.16s\" is not an ISO "
+                            "4217 code",
+                            o->currency);
+  if (o->opt_target_delivery_time_ms_case ==
+          POSP2P__V2__ORDER_FORWARD__OPT_TARGET_DELIVERY_TIME_MS_TARGET_DELIVERY_TIME_MS &&
+      o->target_delivery_time_ms < 0)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-2",
+                            "order_forward.target_delivery_time_ms is "
+                            "negative");
+  if (o->target_delivery_time_us > 999)
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-3",
+                            "order_forward.target_delivery_time_us %u is "
+                            "above 999",
+                            o->target_delivery_time_us);
   for (size_t i = 0; i < o->n_items; i++) {
     const Posp2p__V2__OrderItem *it = o->items[i];
     if (it->quantity < 0)
-      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-12",
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-25",
                               "order_forward.items[%zu].quantity %d is "
                               "negative",
                               i, it->quantity);
@@ -162,54 +309,59 @@ static int expected_payload(int type) {
 
 int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
   int rv;
+  /* MSG-11: an unknown type is checked first, because it is answered with
+   * its own error code (UNKNOWN_MESSAGE_TYPE) rather than INVALID_MESSAGE. */
+  if (e->message_type != MT(UNSPECIFIED) &&
+      (rv = check_enum(&posp2p__v2__message_type__descriptor, e->message_type,
+                       "message_type", "MSG-11", err)))
+    return rv;
   if ((rv = check_uuid(e->message_id, "message_id", "MSG-1", err))) return rv;
-  if ((rv = check_uuid(e->from_device_id, "from_device_id", "MSG-2", err)))
+  if ((rv = check_uuid(e->from_device_id, "from_device_id", "MSG-5", err)))
     return rv;
   if (e->message_type == MT(UNSPECIFIED))
-    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "MSG-4",
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "MSG-10",
                             "message_type is missing");
-  if ((rv = check_enum(&posp2p__v2__message_type__descriptor, e->message_type,
-                       "message_type", "MSG-4", err)))
-    return rv;
   if (e->opt_to_device_id_case == ENV_CASE(OPT_TO_DEVICE_ID_TO_DEVICE_ID)) {
-    if ((rv = check_uuid(e->to_device_id, "to_device_id", "MSG-3", err)))
+    if ((rv = check_uuid(e->to_device_id, "to_device_id", "MSG-7", err)))
       return rv;
     if (e->opt_to_device_type_case == ENV_CASE(OPT_TO_DEVICE_TYPE_TO_DEVICE_TYPE))
-      return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-3",
+      return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-9",
                               "to_device_id and to_device_type are both set");
   }
   if (e->opt_to_device_type_case == ENV_CASE(OPT_TO_DEVICE_TYPE_TO_DEVICE_TYPE)) {
     if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
-                         e->to_device_type, "to_device_type", "MSG-3", err)))
+                         e->to_device_type, "to_device_type", "MSG-8", err)))
       return rv;
     if (e->to_device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
-      return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "MSG-3",
+      return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "MSG-8",
                               "to_device_type is unspecified");
   }
   if (e->timestamp_ms < 0)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-1",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-2",
                             "timestamp_ms %lld is negative",
                             (long long)e->timestamp_ms);
   if (e->timestamp_us > 999)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-2",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "TIME-3",
                             "timestamp_us %u is above 999", e->timestamp_us);
   if (e->opt_priority_case == ENV_CASE(OPT_PRIORITY_PRIORITY) &&
       e->priority > POSP2P_PRIORITY_MAX)
-    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-5",
+    return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-15",
                             "priority %u is outside 0..10", e->priority);
 
   int want = expected_payload(e->message_type);
   if (want == ENV_CASE(PAYLOAD_OPAQUE)) {
     if (e->payload_case != ENV_CASE(PAYLOAD__NOT_SET) &&
         e->payload_case != ENV_CASE(PAYLOAD_OPAQUE))
-      return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-6",
+      return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-13",
                               "%s message carries a typed payload (field %d)",
                               posp2p_message_type_name(e->message_type),
                               (int)e->payload_case);
+    if (e->payload_case == ENV_CASE(PAYLOAD_OPAQUE))
+      return check_json_object(e->opaque->json, "opaque.json", "MSG-14", err);
     return 0;
   }
   if ((int)e->payload_case != want)
-    return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-6",
+    return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-12",
                             "%s message needs payload field %d, has %d",
                             posp2p_message_type_name(e->message_type), want,
                             (int)e->payload_case);
@@ -220,20 +372,20 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
   case ENV_CASE(PAYLOAD_DEVICE_INFO):
     if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
                          e->device_info->device_type, "device_info.device_type",
-                         "MSG-8", err)))
+                         "MSG-28", err)))
       return rv;
     if (e->device_info->port > 65535)
-      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-8",
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-28",
                               "device_info.port %u is above 65535",
                               e->device_info->port);
     return 0;
   case ENV_CASE(PAYLOAD_DISCOVERY):
     if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
                          e->discovery->device_type, "discovery.device_type",
-                         "MSG-8", err)))
+                         "MSG-28", err)))
       return rv;
     if (e->discovery->port > 65535)
-      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-8",
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-28",
                               "discovery.port %u is above 65535",
                               e->discovery->port);
     return 0;
@@ -241,26 +393,34 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
     return validate_order_forward(e->order_forward, err);
   case ENV_CASE(PAYLOAD_ORDER_STATUS):
     if ((rv = check_nonempty(e->order_status->order_id,
-                             "order_status.order_id", "MSG-12", err)))
+                             "order_status.order_id", "MSG-26", err)))
       return rv;
     return check_enum(&posp2p__v2__order_status_code__descriptor,
                       e->order_status->new_status, "order_status.new_status",
-                      "MSG-8", err);
+                      "MSG-26", err);
   case ENV_CASE(PAYLOAD_ORDER_CANCEL):
     return check_nonempty(e->order_cancel->order_id, "order_cancel.order_id",
-                          "MSG-12", err);
+                          "MSG-27", err);
   case ENV_CASE(PAYLOAD_CART_SYNC):
     if (e->cart_sync->currency_exponent > 9)
-      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-2",
+      return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MONEY-3",
                               "cart_sync.currency_exponent %u is above 9",
                               e->cart_sync->currency_exponent);
+    for (size_t i = 0; i < e->cart_sync->n_items; i++)
+      if (e->cart_sync->items[i]->quantity < 0)
+        return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-25",
+                                "cart_sync.items[%zu].quantity %d is negative",
+                                i, e->cart_sync->items[i]->quantity);
+    if (e->cart_sync->legacy_json[0] != '\0')
+      return check_json_object(e->cart_sync->legacy_json,
+                               "cart_sync.legacy_json", "MSG-31", err);
     return 0;
   case ENV_CASE(PAYLOAD_ACKNOWLEDGEMENT):
     return check_uuid(e->acknowledgement->acknowledged_message_id,
-                      "acknowledgement.acknowledged_message_id", "ACK-3", err);
+                      "acknowledgement.acknowledged_message_id", "MSG-23", err);
   case ENV_CASE(PAYLOAD_ERROR):
     return check_enum(&posp2p__v2__error_code__descriptor, e->error->code,
-                      "error.code", "ERR-2", err);
+                      "error.code", "MSG-29", err);
   default:
     return 0;
   }
@@ -279,7 +439,8 @@ int posp2p_envelope_decode(const uint8_t *buf, size_t len,
                             "%zu-byte frame body is not a valid Envelope "
                             "(protobuf decoding failed)",
                             len);
-  int rv = posp2p_envelope_validate(e, err);
+  int rv = wire_scan(&posp2p__v2__envelope__descriptor, buf, len, 0, 0, err);
+  if (rv == 0) rv = posp2p_envelope_validate(e, err);
   if (rv != 0) {
     posp2p__v2__envelope__free_unpacked(e, (ProtobufCAllocator *)a);
     return rv;
@@ -306,7 +467,7 @@ int posp2p_frame_encode(const posp2p_envelope *e, uint32_t max_frame,
   size_t body = posp2p__v2__envelope__get_packed_size(e);
   if (max_frame == 0) max_frame = POSP2P_MAX_FRAME_DEFAULT;
   if (body > max_frame)
-    return posp2p_error_set(err, POSP2P_ERR_FRAME_TOO_LARGE, 0, "FRAME-3",
+    return posp2p_error_set(err, POSP2P_ERR_FRAME_TOO_LARGE, 0, "FRAME-10",
                             "encoded envelope is %zu bytes, above the peer's "
                             "maximum frame size %u",
                             body, max_frame);

@@ -32,7 +32,7 @@ int posp2p_preface_parse(const uint8_t *p, size_t n, uint8_t *version,
   size_t check = n < magic_len ? n : magic_len;
   for (size_t i = 0; i < check; i++) {
     if (p[i] != posp2p_preface_magic[i])
-      return posp2p_error_set(err, POSP2P_ERR_BAD_PREFACE, i, "CONN-2",
+      return posp2p_error_set(err, POSP2P_ERR_BAD_PREFACE, i, "CONN-5",
                               "preface byte %zu is 0x%02x, expected 0x%02x", i,
                               p[i], posp2p_preface_magic[i]);
   }
@@ -88,7 +88,7 @@ int posp2p_framer_next(posp2p_framer *f, const uint8_t *data, size_t len,
   size_t pos = 0;
   *consumed = 0;
   if (f->failed)
-    return posp2p_error_set(err, f->failed, f->offset, "FRAME-1",
+    return posp2p_error_set(err, f->failed, f->offset, "FRAME-9",
                             "frame stream already failed: %s",
                             posp2p_strerror(f->failed));
   while (pos < len) {
@@ -102,7 +102,7 @@ int posp2p_framer_next(posp2p_framer *f, const uint8_t *data, size_t len,
       int rv = varint_decode(f->hdr, f->hdr_len, &body_len);
       if (rv < 0) {
         *consumed = pos;
-        posp2p_error_set(err, rv, prefix_offset, "FRAME-5",
+        posp2p_error_set(err, rv, prefix_offset, "FRAME-6",
                          "length prefix at offset %llu is longer than 5 bytes "
                          "or exceeds 2^32-1",
                          (unsigned long long)prefix_offset);
@@ -175,7 +175,7 @@ int posp2p_framer_next(posp2p_framer *f, const uint8_t *data, size_t len,
 
 int posp2p_framer_finish(const posp2p_framer *f, posp2p_error *err) {
   if (f->in_body || f->hdr_len > 0)
-    return posp2p_error_set(err, POSP2P_ERR_TRUNCATED, f->offset, "FRAME-6",
+    return posp2p_error_set(err, POSP2P_ERR_TRUNCATED, f->offset, "FRAME-13",
                             "stream ended inside a frame (%s, %zu of %u body "
                             "bytes)",
                             f->in_body ? "body" : "length prefix",

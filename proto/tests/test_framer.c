@@ -185,7 +185,7 @@ PTEST(overlong_varint) {
             POSP2P_ERR_VARINT);
   PT_EQ_INT(err.offset, 3);
   PT_EQ_INT(used, 5);
-  PT_EQ_STR(err.requirement, "FRAME-5");
+  PT_EQ_STR(err.requirement, "FRAME-6");
   posp2p_framer_free(&f);
 }
 
