@@ -25,6 +25,12 @@ int posp2p_disc_validate(const posp2p_disc *m, posp2p_error *err) {
     return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "DISC-3",
                             "discovery device_type %d is outside the enum",
                             (int)m->device_type);
+  if (m->device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
+    return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "DISC-3",
+                            "discovery device_type is unspecified");
+  if (m->n_supported_versions == 0)
+    return posp2p_error_set(err, POSP2P_ERR_MISSING_FIELD, 0, "DISC-3",
+                            "discovery supported_versions is empty");
   if (m->tcp_port > 65535)
     return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "DISC-3",
                             "discovery tcp_port %u is above 65535", m->tcp_port);
