@@ -312,7 +312,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
   /* MSG-11: an unknown type is checked first, because it is answered with
    * its own error code (UNKNOWN_MESSAGE_TYPE) rather than INVALID_MESSAGE. */
   if (e->message_type != MT(UNSPECIFIED) &&
-      (rv = check_enum(&posp2p__v2__message_type__descriptor, e->message_type,
+      (rv = check_enum(&posp2p__v2__message_type__descriptor, (int)e->message_type,
                        "message_type", "MSG-11", err)))
     return rv;
   if ((rv = check_uuid(e->message_id, "message_id", "MSG-1", err))) return rv;
@@ -428,21 +428,29 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
 
 /* ---- Decode / encode ---------------------------------------------------- */
 
-int posp2p_envelope_decode(const uint8_t *buf, size_t len,
+int posp2p_envelope_unpack(const uint8_t *buf, size_t len,
                            const ProtobufCAllocator *a, posp2p_envelope **out,
                            posp2p_error *err) {
   if (a == NULL) a = posp2p_mem_default();
-  *out = NULL;
-  posp2p_envelope *e = posp2p__v2__envelope__unpack((ProtobufCAllocator *)a, len, buf);
-  if (e == NULL)
+  *out = posp2p__v2__envelope__unpack((ProtobufCAllocator *)a, len, buf);
+  if (*out == NULL)
     return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, 0, "FRAME-7",
                             "%zu-byte frame body is not a valid Envelope "
                             "(protobuf decoding failed)",
                             len);
-  int rv = wire_scan(&posp2p__v2__envelope__descriptor, buf, len, 0, 0, err);
+  return wire_scan(&posp2p__v2__envelope__descriptor, buf, len, 0, 0, err);
+}
+
+int posp2p_envelope_decode(const uint8_t *buf, size_t len,
+                           const ProtobufCAllocator *a, posp2p_envelope **out,
+                           posp2p_error *err) {
+  posp2p_envelope *e = NULL;
+  if (a == NULL) a = posp2p_mem_default();
+  *out = NULL;
+  int rv = posp2p_envelope_unpack(buf, len, a, &e, err);
   if (rv == 0) rv = posp2p_envelope_validate(e, err);
   if (rv != 0) {
-    posp2p__v2__envelope__free_unpacked(e, (ProtobufCAllocator *)a);
+    posp2p_envelope_free(e, a);
     return rv;
   }
   *out = e;

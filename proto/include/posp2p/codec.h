@@ -119,6 +119,18 @@ int posp2p_envelope_decode(const uint8_t *buf, size_t len,
                            posp2p_error *err);
 void posp2p_envelope_free(posp2p_envelope *e, const ProtobufCAllocator *a);
 
+/* Unpack one frame body without the validation rules, but with the checks
+ * that need the raw bytes (FRAME-7: strings are valid UTF-8; MSG-22: no
+ * U+0000 in a string). For receivers that must quote the message_id of a
+ * message they reject (MSG-30): when the body unpacks but a string check
+ * fails, the error is returned AND *out is set, so the caller can read the
+ * ids before freeing it. Errors: POSP2P_ERR_PROTOBUF (*out NULL),
+ * POSP2P_ERR_RANGE (MSG-22), POSP2P_ERR_PROTOBUF with requirement FRAME-7
+ * (invalid UTF-8, *out set). */
+int posp2p_envelope_unpack(const uint8_t *buf, size_t len,
+                           const ProtobufCAllocator *a, posp2p_envelope **out,
+                           posp2p_error *err);
+
 /* Check everything the schema cannot: required ids present and canonical
  * UUIDs, enum values inside the schema, priority 0..10, the payload matching
  * message_type, per-payload rules (SPEC.md MSG-*). Errors:
