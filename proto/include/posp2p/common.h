@@ -14,7 +14,10 @@ extern "C" {
 
 /* Error codes. Every function that can fail returns 0 or one of these
  * (negative). Codes from -100 down describe bad *input* (peer's fault);
- * codes above describe the caller's or the process's problem. */
+ * codes above describe the caller's or the process's problem.
+ * Reserved ranges: -1..-199 here (the codec), -200..-299 the engine
+ * (posp2p/peer.h, posp2p_peer_strerror), below -1000 libuv codes carried by
+ * the transport (posp2p/uv.h, posp2p_uv_strerror). */
 typedef enum {
   POSP2P_OK = 0,
   POSP2P_ERR_NOMEM = -1,          /* allocator returned NULL */
