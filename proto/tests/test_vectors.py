@@ -9,7 +9,7 @@ must equal the v2 vector of the same name. Every negative vector must make
 posp2p-dump fail with the expected posp2p_err name.
 
 Run with /usr/bin/python3 -m pytest proto/tests/test_vectors.py.
-POSP2P_BUILD_DIR (default /work/main/build) is the CMake build directory
+POSP2P_BUILD_DIR (default build/asan in the repository) is the CMake build directory
 holding gen/python/posp2p_pb2.py and proto/tools/posp2p-dump; POSP2P_DUMP
 overrides the path of posp2p-dump.
 """
@@ -27,7 +27,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.path.normpath(os.path.join(HERE, "..", "vectors"))
 HEADER = os.path.normpath(os.path.join(HERE, "..", "include", "posp2p",
                                        "common.h"))
-BUILD_DIR = os.environ.get("POSP2P_BUILD_DIR", "/work/main/build")
+BUILD_DIR = os.environ.get(
+    "POSP2P_BUILD_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                 "build", "asan"))
 DUMP = os.environ.get("POSP2P_DUMP",
                       os.path.join(BUILD_DIR, "proto", "tools", "posp2p-dump"))
 PB2 = os.path.join(BUILD_DIR, "gen", "python", "posp2p_pb2.py")

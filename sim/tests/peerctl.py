@@ -1,7 +1,7 @@
 """peerctl: start and drive ``posp2p-peer`` processes from Python tests.
 
 The daemon speaks JSON lines: commands on its stdin, replies and events on
-its stdout, logs on stderr (see /work/brief/control-protocol.md). This
+its stdout, logs on stderr (see docs/control-protocol.md). This
 module wraps one process in a :class:`Peer`:
 
     from peerctl import Peer, free_port, loopback_ip
@@ -19,7 +19,7 @@ stderr. Leaving the ``with`` block (or :meth:`Peer.close`) terminates the
 process if it still runs.
 
 The binary comes from ``$POSP2P_BUILD_DIR/sim/peer/posp2p-peer``
-(``POSP2P_BUILD_DIR`` defaults to /work/main/build/asan), or from the
+(``POSP2P_BUILD_DIR`` defaults to build/asan in the repository), or from the
 ``binary=`` argument.
 """
 
@@ -34,7 +34,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
-DEFAULT_BUILD_DIR = "/work/main/build/asan"
+DEFAULT_BUILD_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "build", "asan")
 
 Event = Dict[str, Any]
 Matcher = Union[str, Callable[[Event], bool], None]
