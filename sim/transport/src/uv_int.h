@@ -94,6 +94,8 @@ struct posp2p_uv_peer {
   bool listener_open, udp_open, timer_open;
   bool failed;          /* posp2p_uv_peer_new failed: free silently */
   bool lan_warned;
+  bool due;             /* on ctx->due_head, waiting for the check phase */
+  struct posp2p_uv_peer *due_next;
   posp2p_uv_stats stats;
   struct posp2p_uv_peer *next, *prev; /* ctx's list of live peers */
 };
@@ -123,6 +125,13 @@ struct posp2p_uv_ctx {
   posp2p_uv_peer *peers;  /* list of them */
   uint8_t rnd[POSP2P__UV_RND_POOL];
   size_t rnd_pos;
+  /* Deferred ticks (see timer_cb in uv_peer.c): peers whose timer fired
+   * this iteration, ticked from the check handle after the I/O poll. */
+  uv_check_t check;
+  uv_idle_t idle;
+  bool tick_handles_open;
+  size_t tick_handles_closing;
+  posp2p_uv_peer *due_head;
 };
 
 /* uv_disc.c */

@@ -41,7 +41,8 @@ int posp2p_uv_ctx_new(posp2p_uv_ctx **out, uv_loop_t *loop) {
 
 int posp2p_uv_ctx_del(posp2p_uv_ctx *ctx) {
   if (ctx == NULL) return 0;
-  if (ctx->npeers != 0 || ctx->nrcv != 0 || ctx->nrcv_closing != 0)
+  if (ctx->npeers != 0 || ctx->nrcv != 0 || ctx->nrcv_closing != 0 ||
+      ctx->tick_handles_open || ctx->tick_handles_closing != 0)
     return POSP2P_ERR_STATE;
   POSP2P__UV_FREE(ctx->rbuf);
   POSP2P__UV_FREE(ctx);
@@ -110,6 +111,83 @@ void posp2p__uv_rearm(posp2p_uv_peer *up) {
   up->armed = d;
 }
 
+/* Why engine ticks are deferred: libuv runs expired timers BEFORE it polls
+ * for I/O. A process that was stopped (SIGSTOP, a long GC in a co-located
+ * app, a swapped-out VM) wakes with a device-timeout deadline in the past
+ * and the peer's heartbeats already waiting in the socket buffer; ticking
+ * in the timer callback would declare a live peer dead (HB-6) before
+ * reading them. So the timer only marks the peer due; a per-loop idle
+ * handle makes that iteration's poll non-blocking, and the per-loop check
+ * handle, which runs right after the poll, ticks every due peer with the
+ * input already delivered. */
+static void check_cb(uv_check_t *h) {
+  posp2p_uv_ctx *ctx = h->data;
+  posp2p_uv_peer *list = ctx->due_head;
+  ctx->due_head = NULL;
+  uv_idle_stop(&ctx->idle);
+  uv_check_stop(&ctx->check);
+  while (list != NULL) {
+    posp2p_uv_peer *up = list;
+    list = up->due_next;
+    up->due = false;
+    up->due_next = NULL;
+    if (up->state == POSP2P__UV_RUNNING || up->state == POSP2P__UV_SHUTTING) {
+      int r = posp2p_peer_tick(up->engine, now_of(up));
+      if (r < 0)
+        posp2p__uv_warn(up, r, "tick: %s", posp2p_uv_strerror(r));
+    }
+    posp2p__uv_rearm(up);
+  }
+}
+
+static void idle_cb(uv_idle_t *h) { (void)h; }
+
+static void tick_handle_close_cb(uv_handle_t *h) {
+  posp2p_uv_ctx *ctx = h->data;
+  ctx->tick_handles_closing--;
+}
+
+/* Returns 0 when the tick is deferred to the check phase, or a libuv error
+ * (the caller then ticks at once: late detection beats none). */
+static int schedule_tick(posp2p_uv_peer *up) {
+  posp2p_uv_ctx *ctx = up->ctx;
+  if (!ctx->tick_handles_open) {
+    int r = uv_check_init(ctx->loop, &ctx->check);
+    if (r != 0) return r;
+    r = uv_idle_init(ctx->loop, &ctx->idle);
+    if (r != 0) {
+      ctx->check.data = ctx;
+      ctx->tick_handles_closing++;
+      uv_close((uv_handle_t *)&ctx->check, tick_handle_close_cb);
+      return r;
+    }
+    ctx->check.data = ctx;
+    ctx->idle.data = ctx;
+    ctx->tick_handles_open = true;
+  }
+  if (!up->due) {
+    up->due = true;
+    up->due_next = ctx->due_head;
+    ctx->due_head = up;
+  }
+  uv_idle_start(&ctx->idle, idle_cb);
+  uv_check_start(&ctx->check, check_cb);
+  return 0;
+}
+
+static void unschedule_tick(posp2p_uv_peer *up) {
+  if (!up->due) return;
+  for (posp2p_uv_peer **pp = &up->ctx->due_head; *pp != NULL;
+       pp = &(*pp)->due_next) {
+    if (*pp == up) {
+      *pp = up->due_next;
+      break;
+    }
+  }
+  up->due = false;
+  up->due_next = NULL;
+}
+
 static void timer_cb(uv_timer_t *t) {
   posp2p_uv_peer *up = t->data;
   up->armed = UINT64_MAX;
@@ -120,12 +198,17 @@ static void timer_cb(uv_timer_t *t) {
     close_all(up);
     return;
   }
-  if (up->state == POSP2P__UV_RUNNING || up->state == POSP2P__UV_SHUTTING) {
-    int r = posp2p_peer_tick(up->engine, now);
-    if (r < 0)
-      posp2p__uv_warn(up, r, "tick: %s", posp2p_uv_strerror(r));
+  if (up->state != POSP2P__UV_RUNNING && up->state != POSP2P__UV_SHUTTING)
+    return;
+  int r = schedule_tick(up);
+  if (r != 0) {
+    posp2p__uv_warn(up, POSP2P_UV_CODE(r),
+                    "cannot defer the tick (%s); ticking before reading input",
+                    uv_strerror(r));
+    r = posp2p_peer_tick(up->engine, now);
+    if (r < 0) posp2p__uv_warn(up, r, "tick: %s", posp2p_uv_strerror(r));
+    posp2p__uv_rearm(up);
   }
-  posp2p__uv_rearm(up);
 }
 
 /* ---- Freeing ----------------------------------------------------------------- */
@@ -136,11 +219,20 @@ static void peer_free(posp2p_uv_peer *up) {
     up->cb.on_closed(up, up->user_data);
   posp2p_peer_del(up->engine);
   posp2p__uv_connmap_free(&up->conns);
+  unschedule_tick(up);
   if (up->prev) up->prev->next = up->next;
   else ctx->peers = up->next;
   if (up->next) up->next->prev = up->prev;
   ctx->npeers--;
   POSP2P__UV_FREE(up);
+  /* The last peer is gone: release the loop's tick handles so that the
+   * loop can end and posp2p_uv_ctx_del can succeed. */
+  if (ctx->npeers == 0 && ctx->tick_handles_open) {
+    ctx->tick_handles_open = false;
+    ctx->tick_handles_closing += 2;
+    uv_close((uv_handle_t *)&ctx->check, tick_handle_close_cb);
+    uv_close((uv_handle_t *)&ctx->idle, tick_handle_close_cb);
+  }
 }
 
 void posp2p__uv_handle_closed(posp2p_uv_peer *up) {

@@ -24,6 +24,7 @@ typedef struct {
   char last_msg_id[POSP2P_UUID_LEN + 1];
   char last_ack_id[POSP2P_UUID_LEN + 1];
   int warnings;
+  int timeouts;           /* DEVICE_TIMEOUT events */
 } tpeer;
 
 static void on_event(posp2p_uv_peer *up, const posp2p_peer_event *ev, void *ud) {
@@ -41,6 +42,7 @@ static void on_event(posp2p_uv_peer *up, const posp2p_peer_event *ev, void *ud) 
     break;
   case POSP2P_PEER_EV_DELIVERY_FAILED: t->delivery_failed++; break;
   case POSP2P_PEER_EV_SHUTDOWN_DONE: t->shutdown_done++; break;
+  case POSP2P_PEER_EV_DEVICE_TIMEOUT: t->timeouts++; break;
   case POSP2P_PEER_EV_DEVICE:
     if (ev->device != NULL &&
         ev->device->type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_MAIN_POS &&
@@ -99,6 +101,7 @@ static int world_init(world *w) {
 }
 
 static bool make_listen = true;
+static uint32_t make_timeout_ms = 0; /* 0: the engine default */
 static int peer_make(world *w, tpeer *t, const char *ip, int type,
                      const char *name, posp2p_uv_error *err) {
   memset(t, 0, sizeof(*t));
@@ -109,6 +112,10 @@ static int peer_make(world *w, tpeer *t, const char *ip, int type,
   cfg.discovery_port = w->udp_port;
   cfg.announce_interval_ms = 0;
   cfg.ack_timeout_ms = 300;
+  if (make_timeout_ms != 0) {
+    cfg.device_timeout_ms = make_timeout_ms;
+    cfg.heartbeat_interval_ms = make_timeout_ms / 3;
+  }
   posp2p_uv_opts o;
   posp2p_uv_opts_init(&o);
   if (posp2p_uv_ip_parse(ip, &o.bind_ip) != 0) return -1;
@@ -465,6 +472,46 @@ PTEST(many_peers) {
   world_close(&w, all, MANY + 1);
   free(all);
   free(many);
+}
+
+/* A process that stalls (SIGSTOP, swap, a debugger) wakes with its device
+ * timeout in the past and the peer's frames already in the socket buffer.
+ * libuv runs timers before it polls, so a transport that ticked the engine
+ * from the timer callback would declare the live peer dead (HB-6) before
+ * reading what it sent. Here the main POS writes a message to the tablet
+ * (uv_write writes at once on an idle stream, so the bytes are in the
+ * tablet's socket), then the loop is blocked for three tablet timeouts:
+ * that block is the fault being simulated, not a wait for readiness. */
+static int got_message(void *arg) { return ((tpeer *)arg)->messages >= 1; }
+
+PTEST(stall_reads_before_timeout) {
+  world w;
+  tpeer m, t;
+  posp2p_uv_error err;
+  PT_EQ_INT(world_init(&w), 0);
+  PT_EQ_INT(peer_make(&w, &m, "127.0.0.41", POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_MAIN_POS, "main", &err), 0);
+  make_timeout_ms = 300;
+  PT_EQ_INT(peer_make(&w, &t, "127.0.0.42", POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_ORDERING_TABLET, "tab", &err), 0);
+  make_timeout_ms = 0;
+  PT_CHECK(connect_pair(&w, &m, &t));
+
+  posp2p_envelope e;
+  Posp2p__V2__OpaquePayload op;
+  posp2p_envelope_init(&e);
+  posp2p__v2__opaque_payload__init(&op);
+  e.message_type = POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_PRODUCT_SYNC;
+  e.opt_to_device_id_case = POSP2P__V2__ENVELOPE__OPT_TO_DEVICE_ID_TO_DEVICE_ID;
+  e.to_device_id = t.id;
+  op.json = (char *)"{\"menu\":1}";
+  e.payload_case = POSP2P__V2__ENVELOPE__PAYLOAD_OPAQUE;
+  e.opaque = &op;
+  PT_EQ_INT(posp2p_uv_peer_send(m.up, &e, NULL), 0);
+  usleep(900 * 1000);
+  PT_CHECK(run_until(&w, got_message, &t, 5000));
+  PT_EQ_INT(t.timeouts, 0);
+  PT_EQ_INT(t.conn_ready, 1);
+  tpeer *all[2] = {&m, &t};
+  world_close(&w, all, 2);
 }
 
 int main(int argc, char **argv) { return ptest_main(argc, argv); }
