@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "peer_int.h"
+#include "mutant.h"
 
 /* ---- Outbox ---------------------------------------------------------------- */
 
@@ -185,7 +186,7 @@ void posp2p__obx_on_timer(posp2p_peer *p, posp2p__obx *o, uint64_t now) {
   }
   o->retries++;
   p->stats.retransmissions++;
-  posp2p__obx_transmit(p, o);
+  if (!POSP2P_MUTANT(no_retransmit)) posp2p__obx_transmit(p, o);
   uint64_t b = (uint64_t)o->backoff_ms * 2;
   if (b > p->cfg.ack_backoff_cap_ms) b = p->cfg.ack_backoff_cap_ms;
   o->backoff_ms = (uint32_t)b;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "peer_int.h"
+#include "mutant.h"
 
 static uint32_t conn_hash_key(posp2p_conn_id id) {
   return posp2p__hash_bytes(&id, sizeof id);
@@ -38,7 +39,7 @@ static posp2p__conn *conn_new(posp2p_peer *p, const posp2p_addr *remote,
   }
   c->remote = *remote;
   c->outgoing = outgoing;
-  c->created_ms = now;
+  c->created_ms = POSP2P_MUTANT(no_handshake_deadline) ? now + 3600000u : now;
   c->last_heard_ms = now;
   c->peer_max_frame = POSP2P_MAX_FRAME_DEFAULT;
   c->peer_heartbeat_ms = POSP2P_HEARTBEAT_MS_DEFAULT;
@@ -537,6 +538,7 @@ uint32_t posp2p__hb_interval(const posp2p_peer *p, const posp2p__conn *c) {
   uint32_t own = p->cfg.heartbeat_interval_ms;
   uint32_t half = c->peer_timeout_ms / 2;
   if (half < 1) half = 1;
+  if (POSP2P_MUTANT(late_heartbeat)) return 3 * (own < half ? own : half);
   return own < half ? own : half;
 }
 
@@ -900,6 +902,7 @@ static void handle_hello(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e) {
     ours = h->selected_version == POSP2P_VERSION;
     selected = h->selected_version;
   }
+  if (POSP2P_MUTANT(bad_version)) ours = true;
   if (!ours) {
     posp2p__conn_violation(p, c, EC(UNSUPPORTED_VERSION), POSP2P_ERR_VERSION,
                            c->outgoing ? REQ_CONN_SELECTED : REQ_CONN_NO_COMMON, e->message_id,
@@ -963,7 +966,7 @@ static void handle_frame(posp2p_peer *p, posp2p__conn *c, const uint8_t *body, s
     }
     if (e->message_type == MT(ERROR)) {
       /* Never answer an ERROR with an ERROR (no error loops). */
-      posp2p__conn_violation(p, c, 0, rc, err.requirement, ref, false,
+      posp2p__conn_violation(p, c, POSP2P_MUTANT(error_loop) ? EC(INVALID_MESSAGE) : 0, rc, err.requirement, ref, false,
                              "invalid ERROR message: %s", err.message);
     } else if (e->message_type != MT(UNSPECIFIED) &&
                posp2p_message_type_name((int)e->message_type) == NULL) {
@@ -1036,6 +1039,7 @@ static void feed_v2(posp2p_peer *p, posp2p__conn *c, const uint8_t *data, size_t
                                posp2p_strerror(rc));
       return;
     }
+    if (POSP2P_MUTANT(split_frame) && rc == 0) { posp2p_framer_free(&c->framer); posp2p_framer_init(&c->framer, p->cfg.max_frame, &p->alloc); }
     if (rc == 0) break;
     handle_frame(p, c, fr.data, fr.len);
     posp2p__arena_reset(p);
@@ -1131,7 +1135,7 @@ static void feed_legacy(posp2p_peer *p, posp2p__conn *c, const uint8_t *data, si
 
 /* Server side: a complete, valid client preface arrived. */
 static void preface_received(posp2p_peer *p, posp2p__conn *c, uint8_t version) {
-  posp2p_framer_init(&c->framer, p->cfg.max_frame, &p->alloc);
+  posp2p_framer_init(&c->framer, POSP2P_MUTANT(ignore_max_frame) ? UINT32_MAX : p->cfg.max_frame, &p->alloc);
   c->framer_init = true;
   if (!c->outgoing) {
     uint8_t pre[POSP2P_PREFACE_LEN];

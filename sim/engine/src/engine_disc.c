@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "peer_int.h"
+#include "mutant.h"
 
 typedef struct {
   uint32_t ip;
@@ -140,7 +141,7 @@ int posp2p__disc_recv(posp2p_peer *p, const posp2p_addr *from, const uint8_t *da
   }
   posp2p__uuid id;
   bool has_id = m->device_id != NULL && posp2p__uuid_parse(m->device_id, &id);
-  if (has_id && memcmp(id.b, p->id.b, 16) == 0) {
+  if (has_id && memcmp(id.b, p->id.b, 16) == 0 && !POSP2P_MUTANT(own_datagrams)) {
     p->stats.datagrams_own++;
     posp2p_disc_free(m, &p->alloc);
     return 0;
@@ -149,7 +150,7 @@ int posp2p__disc_recv(posp2p_peer *p, const posp2p_addr *from, const uint8_t *da
   case POSP2P__V2__DISCOVERY_KIND__DISCOVERY_KIND_REQUEST:
     if (has_id) record(p, m, from, wire, now);
     /* Every device that accepts connections answers; the main POS always. */
-    if ((p->cfg.listen_port != 0 || p->is_main) && !p->shutting_down) {
+    if ((p->cfg.listen_port != 0 || p->is_main) && !p->shutting_down && !POSP2P_MUTANT(no_disc_response)) {
       if (!rate_ok(p, from->ip, now)) {
         p->stats.disc_rate_limited++;
         break;

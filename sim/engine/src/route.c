@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "peer_int.h"
+#include "mutant.h"
 
 /* ---- Small helpers ------------------------------------------------------------ */
 
@@ -171,6 +172,7 @@ static void deliver_local(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e, b
   posp2p_conn_id cid = c->id;
   int dup = posp2p__dedup_check_insert(p, &from, &mid, p->now, true, e->from_device_id,
                                        e->message_id);
+  if (POSP2P_MUTANT(no_dedup)) dup = dup < 0 ? dup : 0;
   if (dup < 0) {
     /* Not recorded, so neither delivered nor acknowledged: the sender's
      * retransmission will try again. */
@@ -211,8 +213,8 @@ static void deliver_local(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e, b
     }
   }
   /* The handler may have closed c; posp2p__send_ack then routes normally. */
-  if (ack) posp2p__send_ack(p, posp2p__conn_find(p, cid), e->from_device_id, e->message_id,
-                            p->now);
+  if (ack && !POSP2P_MUTANT(no_ack)) posp2p__send_ack(p, posp2p__conn_find(p, cid), e->from_device_id,
+                                                e->message_id, p->now);
 }
 
 /* ---- Relay (main POS) ---------------------------------------------------------- */
@@ -220,6 +222,7 @@ static void deliver_local(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e, b
 static void relay_directed(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
                            posp2p__blob **body, const posp2p__uuid *to) {
   posp2p__device *d = posp2p__dev_find(p, to);
+  if (POSP2P_MUTANT(misroute) && d != NULL && c->dev != NULL) d = c->dev;
   if (d == NULL) {
     route_error(p, c, e, EC(UNKNOWN_DEVICE), REQ_ROUTE_UNKNOWN, "destination device unknown");
     return;
