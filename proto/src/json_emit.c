@@ -2,6 +2,7 @@
  * json_emit.h for the contract. */
 #include "json_emit.h"
 
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -62,6 +63,61 @@ static void decimal_strip(posp2p__json_decimal *d) {
   d->digits[d->ndigits] = '\0';
 }
 
+/* Largest k for which 10^k is an exact double (5^22 < 2^53). */
+#define EXACT_POW10_MAX 22
+/* Integers up to 2^53 are exact doubles. */
+#define EXACT_INT_MAX 0x1p53
+
+/* Fast path for the numbers money amounts are made of: a value that is
+ * s / 10^k for a small integer s. For k = 0, 1, 2 ... while the grid of
+ * k-fraction-digit decimals is still coarser than the spacing of doubles
+ * around a, at most one such decimal can round to a, so the first one found
+ * is both the shortest and the closest: exactly what the printf search
+ * below would return. The check s / 10^k == a is exact because s and 10^k
+ * are exact doubles and IEEE division rounds correctly, as strtod does.
+ * Returns false (and the slow path runs) when the grid gets finer than the
+ * doubles without a hit, e.g. for 0.1 + 0.2. */
+static bool shortest_fast(double a, posp2p__json_decimal *d) {
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+  /* Excess precision (x87) would make the division check inexact. */
+  (void)a;
+  (void)d;
+  return false;
+#else
+  int exp2;
+  frexp(a, &exp2);
+  double ulp = ldexp(1.0, exp2 - DBL_MANT_DIG);
+  double scale = 1.0;
+  for (int k = 0; k <= EXACT_POW10_MAX; k++, scale *= 10.0) {
+    if (ulp * scale >= 1.0)
+      return false;
+    double p = a * scale;
+    if (p > EXACT_INT_MAX)
+      return false;
+    /* a * scale is rounded, so the nearest integer may be one off. */
+    double r = nearbyint(p);
+    for (double s = r - 1.0; s <= r + 1.0; s += 1.0) {
+      if (s <= 0.0 || s > EXACT_INT_MAX || s / scale != a)
+        continue;
+      char tmp[POSP2P__JSON_DOUBLE_DIGITS + 1];
+      uint64_t u = (uint64_t)s;
+      int n = 0;
+      while (u > 0) {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+      }
+      for (int i = 0; i < n; i++)
+        d->digits[i] = tmp[n - 1 - i];
+      d->digits[n] = '\0';
+      d->ndigits = n;
+      d->point = n - k;
+      return true;
+    }
+  }
+  return false;
+#endif
+}
+
 void posp2p__json_shortest(double v, posp2p__json_decimal *d) {
   char buf[SCI_BUF];
   double a = fabs(v);
@@ -74,10 +130,14 @@ void posp2p__json_shortest(double v, posp2p__json_decimal *d) {
     d->point = 1;
     return;
   }
+  if (shortest_fast(a, d)) {
+    decimal_strip(d);
+    return;
+  }
   for (int prec = 1; prec <= POSP2P__JSON_DOUBLE_DIGITS; prec++) {
     snprintf(buf, sizeof buf, "%.*e", prec - 1, a);
+    double r = strtod(buf, NULL);
     sci_parse(buf, d);
-    double r = decimal_value(d);
     if (r == a)
       break;
     /* printf gives the closest prec-digit decimal. When a is a power of two

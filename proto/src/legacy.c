@@ -16,7 +16,6 @@
  * jsonEncode byte for byte; together with the amount and timestamp rules
  * below that makes legacy -> v2 -> legacy byte-exact for everything the
  * reference implementation writes. */
-#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,21 +28,33 @@
 #include "json_emit.h"
 
 /* SPEC.md requirement ids quoted in error reports. */
-#define REQ_LINE "LEGACY-1"    /* NDJSON framing, line length */
-#define REQ_SYNTAX "LEGACY-3"  /* one JSON object per line, nothing after it */
-#define REQ_DEPTH "LEGACY-4"   /* nesting depth */
-#define REQ_TEXT "LEGACY-5"    /* UTF-8, no NUL */
-#define REQ_KEYS "LEGACY-7"    /* keys, JSON types, null <-> absent */
-#define REQ_NUMBER "LEGACY-9"  /* integers within int64 and the field's type */
-#define REQ_AMOUNT "LEGACY-10" /* double amounts <-> minor units */
-#define REQ_ENCODE "LEGACY-13" /* what the encoder can write */
-#define REQ_TIME "LEGACY-T1"   /* timestamp text */
-#define REQ_DISC_REQ "LEGACY-D1"
-#define REQ_DISC_RESP "LEGACY-D2"
-#define REQ_PRIORITY "MSG-5"
+#define REQ_LF "LEGACY-1"         /* a message is one line ended by '\n' */
+#define REQ_LINE_MAX "LEGACY-3"   /* line length limit */
+#define REQ_DEPTH "LEGACY-4"      /* nesting depth */
+#define REQ_TEXT "LEGACY-5"       /* UTF-8, no NUL, no \u0000 */
+#define REQ_OBJECT "LEGACY-8"     /* exactly one object, no duplicate keys */
+#define REQ_V2_ONLY "LEGACY-16"   /* no HELLO or GOODBYE on the legacy wire */
+#define REQ_ENVELOPE "LEGACY-20"  /* the envelope keys the encoder writes */
+#define REQ_INVALID "LEGACY-22"   /* missing keys, JSON types, integer ranges */
+#define REQ_STRINGS "LEGACY-25"   /* encoder output is UTF-8 JSON */
+#define REQ_PAYLOADS "LEGACY-26"  /* the payload each type carries */
+#define REQ_OPAQUE "LEGACY-30"    /* free-form payloads */
+#define REQ_CART "LEGACY-31"      /* cartSync */
+#define REQ_AMOUNT "LEGACY-38"    /* amount precision and range */
+#define REQ_TIME "LEGACY-39"      /* timestamp text */
+#define REQ_TIME_OUT "LEGACY-41"  /* timestamp the encoder can write */
+#define REQ_DISC_REQ "LEGACY-42"  /* legacy discovery request */
+#define REQ_DISC_RESP "LEGACY-44" /* legacy discovery response */
+#define REQ_DISC_OUT "LEGACY-45"  /* legacy datagram encoding */
+#define REQ_DISC_SIZE "DISC-2"    /* datagram size */
 
 #define MT(x) POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_##x
 #define ENV(x) POSP2P__V2__ENVELOPE__##x
+/* Presence (oneof case) values of the payload messages. */
+#define OF_CASE(x) POSP2P__V2__ORDER_FORWARD__##x
+#define ITEM_CASE(x) POSP2P__V2__ORDER_ITEM__##x
+#define STATUS_CASE(x) POSP2P__V2__ORDER_STATUS__##x
+#define ERROR_CASE(x) POSP2P__V2__ERROR__##x
 
 /* Dart writes device types as the enum's toString(): "P2PDeviceType.kds". */
 #define DEVICE_TYPE_PREFIX "P2PDeviceType."
@@ -65,9 +76,12 @@
 #define TIME_LEN_MS 23 /* "YYYY-MM-DDTHH:MM:SS.mmm" */
 #define TIME_LEN_US 26 /* "YYYY-MM-DDTHH:MM:SS.mmmuuu" */
 #define TIME_YEAR_MAX 9999
+#define TIME_SHOW_MAX 40 /* longest bad timestamp quoted in an error */
 
-/* Longest key path kept for error messages ("payload.items[123].price"). */
+/* Longest key path kept for error messages ("payload.items[123].price"),
+ * and the most steps it can have (payload.items[i].modifiers[j] is 5). */
 #define PATH_MAX_LEN 96
+#define PATH_MAX_DEPTH 8
 
 /* Embedded JSON (opaque payloads, cartSync, metadata) is re-serialized into
  * a buffer that needs no cap of its own: its size is bounded by the line it
@@ -102,6 +116,15 @@ void posp2p_ndjson_free(posp2p_ndjson *s) {
   posp2p_buf_free(&s->line);
 }
 
+/* The requirement a sticky splitter error broke. */
+static const char *ndjson_req(int code) {
+  switch (code) {
+  case POSP2P_ERR_LINE_TOO_LONG: return REQ_LINE_MAX;
+  case POSP2P_ERR_JSON_NUL: return REQ_TEXT;
+  default: return "";
+  }
+}
+
 static int ndjson_fail(posp2p_ndjson *s, posp2p_error *err, int code,
                        uint64_t offset, const char *req, const char *what) {
   s->failed = code;
@@ -114,7 +137,7 @@ int posp2p_ndjson_next(posp2p_ndjson *s, const uint8_t *data, size_t len,
 
   *consumed = 0;
   if (s->failed)
-    return posp2p_error_set(err, s->failed, s->offset, REQ_LINE,
+    return posp2p_error_set(err, s->failed, s->offset, ndjson_req(s->failed),
                             "line stream already failed: %s",
                             posp2p_strerror(s->failed));
   if (!ndjson_pending(s))
@@ -130,9 +153,13 @@ int posp2p_ndjson_next(posp2p_ndjson *s, const uint8_t *data, size_t len,
     if (have == 0)
       s->line_offset = s->offset;
 
-    /* A NUL can never be part of a legacy line (LEGACY-5); fail at the
-     * byte itself rather than after buffering the rest of the line. */
-    const uint8_t *nul = memchr(start, '\0', seg);
+    /* A NUL can never be part of a legacy line (LEGACY-5): fail at the byte
+     * itself rather than after buffering the rest of the line. Only bytes
+     * within the length limit are searched, so a NUL beyond the limit gives
+     * LINE_TOO_LONG however the stream was split: the error is always the
+     * first violation in stream order. */
+    size_t room = have < s->max_line ? s->max_line - have : 0;
+    const uint8_t *nul = memchr(start, '\0', seg < room ? seg : room);
     if (nul != NULL) {
       size_t at = (size_t)(nul - start);
       *consumed = pos + at;
@@ -157,7 +184,8 @@ int posp2p_ndjson_next(posp2p_ndjson *s, const uint8_t *data, size_t len,
       snprintf(msg, sizeof msg,
                "line starting at stream offset %llu is longer than %u bytes",
                (unsigned long long)s->line_offset, s->max_line);
-      return ndjson_fail(s, err, POSP2P_ERR_LINE_TOO_LONG, at, REQ_LINE, msg);
+      return ndjson_fail(s, err, POSP2P_ERR_LINE_TOO_LONG, at, REQ_LINE_MAX,
+                         msg);
     }
 
     if (nl == NULL) {
@@ -206,19 +234,18 @@ int posp2p_ndjson_next(posp2p_ndjson *s, const uint8_t *data, size_t len,
 
 int posp2p_ndjson_finish(const posp2p_ndjson *s, posp2p_error *err) {
   if (s->failed)
-    return posp2p_error_set(err, s->failed, s->offset, REQ_LINE,
+    return posp2p_error_set(err, s->failed, s->offset, ndjson_req(s->failed),
                             "line stream already failed: %s",
                             posp2p_strerror(s->failed));
   if (ndjson_pending(s))
-    return posp2p_error_set(err, POSP2P_ERR_TRUNCATED, s->offset, REQ_LINE,
+    return posp2p_error_set(err, POSP2P_ERR_TRUNCATED, s->offset, REQ_LF,
                             "stream ended inside a line (%zu bytes from "
                             "offset %llu without '\\n')",
                             s->line.len, (unsigned long long)s->line_offset);
   return 0;
 }
 
-/* ==== Timestamps ===========================================================
- */
+/* ==== Timestamps ========================================================== */
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
  * days_from_civil): exact integer arithmetic, no time zone, no libc. */
@@ -285,9 +312,9 @@ int posp2p_legacy_time_parse(const char *s, size_t n,
   if (n != TIME_LEN_MS && n != TIME_LEN_US)
     return posp2p_error_set(err, POSP2P_ERR_TIMESTAMP,
                             n < TIME_LEN_MS ? n : TIME_LEN_MS, REQ_TIME,
-                            "timestamp \"%.40s\" is %zu characters, not "
+                            "timestamp \"%.*s\" is %zu characters, not "
                             "YYYY-MM-DDTHH:MM:SS.mmm[uuu] (no zone suffix)",
-                            s, n);
+                            (int)(n < TIME_SHOW_MAX ? n : TIME_SHOW_MAX), s, n);
   size_t sep = 0;
   for (size_t i = 0; i < n; i++) {
     if (sep < sizeof(seps) / sizeof(seps[0]) && i == seps[sep].at) {
@@ -371,8 +398,7 @@ size_t posp2p_legacy_time_format(int64_t ms, uint32_t us,
   return (size_t)n;
 }
 
-/* ==== JSON parsing ==========================================================
- */
+/* ==== JSON parsing ======================================================== */
 
 static int hex4(const uint8_t *p) {
   int v = 0;
@@ -405,6 +431,9 @@ static int escape_at(const uint8_t *p, size_t avail) {
 #define SURROGATE_LO_MIN 0xDC00
 #define SURROGATE_LO_MAX 0xDFFF
 #define ESCAPE_LEN 6 /* "\uXXXX" */
+#define STRINGIFY(x) #x
+#define STRINGIFY_VALUE(x) STRINGIFY(x)
+#define DEPTH_TEXT STRINGIFY_VALUE(POSP2P_JSON_MAX_DEPTH)
 
 typedef struct {
   int code;        /* 0 when the text passed */
@@ -477,7 +506,7 @@ static guard_result guard_scan(const uint8_t *p, size_t n) {
     } else if (c == '{' || c == '[') {
       if (++depth > POSP2P_JSON_MAX_DEPTH) {
         g = (guard_result){POSP2P_ERR_JSON_DEPTH, i, REQ_DEPTH,
-                           "JSON nested deeper than 32 levels"};
+                           "JSON nested deeper than " DEPTH_TEXT " levels"};
         return g;
       }
     } else if ((c == '}' || c == ']') && depth > 0) {
@@ -524,9 +553,9 @@ static const char *jansson_req(int code) {
   case POSP2P_ERR_JSON_DEPTH: return REQ_DEPTH;
   case POSP2P_ERR_JSON_UTF8:
   case POSP2P_ERR_JSON_NUL: return REQ_TEXT;
-  case POSP2P_ERR_JSON_NUMBER: return REQ_NUMBER;
+  case POSP2P_ERR_JSON_NUMBER: return REQ_INVALID;
   case POSP2P_ERR_NOMEM: return "";
-  default: return REQ_SYNTAX;
+  default: return REQ_OBJECT;
   }
 }
 
@@ -563,21 +592,25 @@ static int json_parse(const uint8_t *p, size_t n, const char *what,
   }
   if (!json_is_object(j)) {
     json_decref(j);
-    return posp2p_error_set(err, POSP2P_ERR_JSON_TYPE, 0, REQ_SYNTAX,
+    return posp2p_error_set(err, POSP2P_ERR_JSON_TYPE, 0, REQ_OBJECT,
                             "%s: expected a JSON object", what);
   }
   *root = j;
   return 0;
 }
 
-/* ==== JSON re-serialization =================================================
- */
+/* ==== Embedded JSON text ================================================ */
 
+/* Free-form objects (opaque payloads, cartSync, an unknown type's payload,
+ * discovery metadata) are stored as compact JSON in the form Dart's
+ * jsonEncode gives the same values: keys in the sender's order (jansson
+ * keeps insertion order), integers as integers, reals in Dart's double
+ * format, strings with Dart's escapes. Text a Dart sender wrote comes back
+ * byte for byte; other senders' text is normalised to what a Dart receiver
+ * would make of it. */
 static void emit_json(posp2p__json_writer *w, const json_t *v) {
   switch (json_typeof(v)) {
   case JSON_OBJECT: {
-    /* jansson keeps object keys in insertion order, so the text comes
-     * back in the order the sender wrote it. */
     posp2p__json_object_begin(w);
     for (void *it = json_object_iter((json_t *)v); it != NULL;
          it = json_object_iter_next((json_t *)v, it)) {
@@ -605,7 +638,8 @@ static void emit_json(posp2p__json_writer *w, const json_t *v) {
   }
 }
 
-/* Compact text of v as a NUL-terminated string allocated from a. */
+/* Compact text of v as a NUL-terminated string allocated from a; NULL when
+ * out of memory. */
 static char *json_compact(const ProtobufCAllocator *a, const json_t *v) {
   posp2p_buf b;
   posp2p__json_writer w;
@@ -618,77 +652,106 @@ static char *json_compact(const ProtobufCAllocator *a, const json_t *v) {
   return NULL;
 }
 
-/* Copy the embedded JSON object text s into w after checking it with the
- * same rules as a received line, so that whatever a v2 peer put there
- * cannot break the legacy line (a raw '\n' would end it). */
+/* Write the embedded JSON object text s (from a v2 peer) as a value, after
+ * checking it with the same rules as a received line: whatever was put
+ * there must not break the legacy line (a raw '\n' would end it) or its
+ * receiver. */
 static int emit_embedded(posp2p__json_writer *w, const char *s,
-                         const char *what, posp2p_error *err) {
+                         const char *what, const char *req, posp2p_error *err) {
   json_t *j;
   posp2p_error perr;
   if (json_parse((const uint8_t *)s, strlen(s), what, &j, &perr) != 0)
-    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_ENCODE,
-                            "cannot encode: %s", perr.message);
+    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, req, "cannot encode: %s",
+                            perr.message);
   emit_json(w, j);
   json_decref(j);
   return 0;
 }
 
-/* ==== Decoding helpers ======================================================
- */
+/* ==== Decoding helpers ==================================================== */
+
+/* One step of the key path: an object key, or an array index when key is
+ * NULL. The path is rendered only when an error is reported. */
+typedef struct {
+  const char *key;
+  size_t index;
+} path_step;
 
 typedef struct {
   const ProtobufCAllocator *a;
   posp2p_error *err;
   int32_t utc_offset;
-  char path[PATH_MAX_LEN]; /* key path of the current object, "" at the top */
-  size_t path_len;
+  const char *req; /* requirement broken by a missing or mistyped key */
+  path_step path[PATH_MAX_DEPTH]; /* where in the message the decoder is */
+  size_t depth;
 } decoder;
 
 static void decoder_init(decoder *d, const ProtobufCAllocator *a,
-                         int32_t utc_offset, posp2p_error *err) {
+                         int32_t utc_offset, const char *req,
+                         posp2p_error *err) {
   d->a = a;
   d->err = err;
   d->utc_offset = utc_offset;
-  d->path[0] = '\0';
-  d->path_len = 0;
+  d->req = req;
+  d->depth = 0;
 }
 
-/* Descend into obj[key] or arr[index] for error messages; returns the length
- * to restore with path_pop. A path too long for the buffer is truncated. */
+/* Descend into obj[key] (key != NULL) or arr[index]; returns the depth to
+ * restore with path_pop. */
 static size_t path_push(decoder *d, const char *key, size_t index) {
-  size_t old = d->path_len;
-  size_t room = sizeof(d->path) - old;
-  int n;
-  if (key != NULL) {
-    n = snprintf(d->path + old, room, "%s%s", old > 0 ? "." : "", key);
-  } else {
-    n = snprintf(d->path + old, room, "[%zu]", index);
+  size_t old = d->depth;
+  if (d->depth < PATH_MAX_DEPTH) {
+    d->path[d->depth].key = key;
+    d->path[d->depth].index = index;
+    d->depth++;
   }
-  d->path_len =
-      n < 0 || (size_t)n >= room ? sizeof(d->path) - 1 : old + (size_t)n;
   return old;
 }
 
 static void path_pop(decoder *d, size_t old) {
-  d->path_len = old;
-  d->path[old] = '\0';
+  d->depth = old;
 }
 
-/* Error about obj[key] (key NULL: about the current path itself). */
+/* "payload.items[3].price" for the current path plus key (if not NULL). */
+static void path_render(const decoder *d, const char *key, char *out,
+                        size_t size) {
+  size_t o = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i <= d->depth && o < size; i++) {
+    const char *k = i < d->depth ? d->path[i].key : key;
+    int n;
+    if (i == d->depth && key == NULL)
+      break;
+    if (k != NULL) {
+      n = snprintf(out + o, size - o, "%s%s", o > 0 ? "." : "", k);
+    } else {
+      n = snprintf(out + o, size - o, "[%zu]", d->path[i].index);
+    }
+    if (n < 0)
+      break;
+    o += (size_t)n;
+  }
+}
+
 #if defined(__GNUC__)
-__attribute__((format(printf, 5, 6)))
+#define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define PRINTF_LIKE(fmt, args)
 #endif
-static int
-fail(decoder *d, int code, const char *req, const char *key, const char *fmt,
-     ...) {
-  char msg[POSP2P_ERROR_MSG_MAX];
+static int fail(decoder *d, int code, const char *req, const char *key,
+                const char *fmt, ...) PRINTF_LIKE(5, 6);
+
+/* Error about obj[key] of the current object, or (key NULL) about the
+ * current path itself. */
+static int fail(decoder *d, int code, const char *req, const char *key,
+                const char *fmt, ...) {
+  char path[PATH_MAX_LEN], msg[POSP2P_ERROR_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  const char *dot = d->path_len > 0 && key != NULL ? "." : "";
-  return posp2p_error_set(d->err, code, 0, req, "%s%s%s: %s", d->path, dot,
-                          key != NULL ? key : "", msg);
+  path_render(d, key, path, sizeof path);
+  return posp2p_error_set(d->err, code, 0, req, "%s: %s", path, msg);
 }
 
 static int fail_nomem(decoder *d) {
@@ -708,7 +771,7 @@ enum {
 
 typedef enum {
   REQUIRED, /* must be there and not null */
-  NULLABLE  /* null or absent both mean "no value" (LEGACY-7) */
+  NULLABLE  /* null or absent both mean "no value" (LEGACY-23, 16.8) */
 } presence;
 
 static const char *type_name(const json_t *v) {
@@ -758,12 +821,12 @@ static int field(decoder *d, const json_t *obj, const char *key, int want,
     if (pr == NULLABLE)
       return 0;
     if (v == NULL)
-      return fail(d, POSP2P_ERR_MISSING_FIELD, REQ_KEYS, key, "missing");
-    return fail(d, POSP2P_ERR_JSON_TYPE, REQ_KEYS, key, "expected %s, got null",
+      return fail(d, POSP2P_ERR_MISSING_FIELD, d->req, key, "missing");
+    return fail(d, POSP2P_ERR_JSON_TYPE, d->req, key, "expected %s, got null",
                 want_name(want));
   }
   if ((type_bit(v) & want) == 0)
-    return fail(d, POSP2P_ERR_JSON_TYPE, REQ_KEYS, key, "expected %s, got %s",
+    return fail(d, POSP2P_ERR_JSON_TYPE, d->req, key, "expected %s, got %s",
                 want_name(want), type_name(v));
   *out = v;
   return 0;
@@ -812,9 +875,8 @@ static int get_int(decoder *d, const json_t *obj, const char *key, presence pr,
     return rv;
   json_int_t x = json_integer_value(v);
   if (x < min || x > max)
-    return fail(d, POSP2P_ERR_RANGE, REQ_NUMBER, key,
-                "%lld is outside %lld..%lld", (long long)x, (long long)min,
-                (long long)max);
+    return fail(d, POSP2P_ERR_RANGE, d->req, key, "%lld is outside %lld..%lld",
+                (long long)x, (long long)min, (long long)max);
   *dst = x;
   if (set != NULL)
     *set = true;
@@ -835,11 +897,12 @@ static int get_bool(decoder *d, const json_t *obj, const char *key, presence pr,
   return 0;
 }
 
-/* Compact JSON text of obj[key] (an object) into *dst. */
-static int get_json_object(decoder *d, const json_t *obj, const char *key,
-                           presence pr, char **dst) {
+/* The compact text of the object obj[key] into *dst (see emit_json). A
+ * null or missing key leaves *dst alone. */
+static int get_object_json(decoder *d, const json_t *obj, const char *key,
+                           char **dst) {
   json_t *v;
-  int rv = field(d, obj, key, T_OBJECT, pr, &v);
+  int rv = field(d, obj, key, T_OBJECT, NULLABLE, &v);
   if (rv != 0 || v == NULL)
     return rv;
   char *s = json_compact(d->a, v);
@@ -849,15 +912,26 @@ static int get_json_object(decoder *d, const json_t *obj, const char *key,
   return 0;
 }
 
-/* "P2PDeviceType.kds" (or a bare "kds") -> enum; anything else falls back
- * to secondaryPOS, as the reference reader does (LEGACY-8). */
+/* The compact text of payload p into *dst; "{}" when p is NULL because the
+ * payload key is missing (LEGACY-23). */
+static int payload_json(decoder *d, const json_t *p, char **dst) {
+  char *s =
+      p != NULL ? json_compact(d->a, p) : posp2p_mem_strndup(d->a, "{}", 2);
+  if (s == NULL)
+    return fail_nomem(d);
+  *dst = s;
+  return 0;
+}
+
+/* Exactly "P2PDeviceType.<role>" -> role; anything else, a bare role name
+ * included, falls back to secondaryPOS as the reference reader does
+ * (LEGACY-32, LEGACY-33). */
 static Posp2p__V2__DeviceType device_type_parse(const char *s, size_t n) {
-  if (n >= DEVICE_TYPE_PREFIX_LEN &&
-      memcmp(s, DEVICE_TYPE_PREFIX, DEVICE_TYPE_PREFIX_LEN) == 0) {
-    s += DEVICE_TYPE_PREFIX_LEN;
-    n -= DEVICE_TYPE_PREFIX_LEN;
-  }
-  int t = posp2p_device_type_from_name(s, n);
+  int t = -1;
+  if (n > DEVICE_TYPE_PREFIX_LEN &&
+      memcmp(s, DEVICE_TYPE_PREFIX, DEVICE_TYPE_PREFIX_LEN) == 0)
+    t = posp2p_device_type_from_name(s + DEVICE_TYPE_PREFIX_LEN,
+                                     n - DEVICE_TYPE_PREFIX_LEN);
   return t > 0 ? (Posp2p__V2__DeviceType)t
                : POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_SECONDARY_POS;
 }
@@ -933,7 +1007,7 @@ static int get_string_array(decoder *d, const json_t *obj, const char *key,
     json_t *v = json_array_get(arr, i);
     if (!json_is_string(v)) {
       path_push(d, NULL, i);
-      rv = fail(d, POSP2P_ERR_JSON_TYPE, REQ_KEYS, NULL,
+      rv = fail(d, POSP2P_ERR_JSON_TYPE, d->req, NULL,
                 "expected string, got %s", type_name(v));
       break;
     }
@@ -958,8 +1032,7 @@ static int get_string_array(decoder *d, const json_t *obj, const char *key,
     init_fn(dst);                                                              \
   } while (0)
 
-/* ==== Amounts ================================================================
- */
+/* ==== Amounts ============================================================= */
 
 /* An amount as exact decimal: value = (negative ? -1 : 1) * digits * 10^exp10,
  * digits without leading or trailing zeros ("0" for zero). */
@@ -971,8 +1044,9 @@ typedef struct {
 } amount;
 
 /* The amount's decimal text: for a JSON real, the shortest decimal that
- * reads back as the same double, which is the text Dart wrote (LEGACY-10);
- * for a JSON integer, its digits. Never binary floating-point arithmetic. */
+ * reads back as the same double, which is the text Dart wrote (LEGACY-36);
+ * for a JSON integer, its digits. Minor units are then computed from these
+ * digits with integer arithmetic only. */
 static void amount_from_json(const json_t *v, amount *am) {
   if (json_is_integer(v)) {
     json_int_t x = json_integer_value(v);
@@ -1071,8 +1145,7 @@ static int amount_get(decoder *d, const json_t *obj, const char *key,
   return 0;
 }
 
-/* ==== Payload decoding =======================================================
- */
+/* ==== Payload decoding ==================================================== */
 
 static int decode_device_info(decoder *d, const json_t *p, char **name,
                               Posp2p__V2__DeviceType *type, uint32_t *port) {
@@ -1080,21 +1153,21 @@ static int decode_device_info(decoder *d, const json_t *p, char **name,
   int rv;
   if ((rv = get_string(d, p, "deviceName", REQUIRED, name, NULL)) != 0 ||
       (rv = get_device_type(d, p, "deviceType", type)) != 0 ||
-      (rv = get_int(d, p, "port", REQUIRED, 0, UINT32_MAX, &v, NULL)) != 0)
+      (rv = get_int(d, p, "port", REQUIRED, 0, PORT_MAX, &v, NULL)) != 0)
     return rv;
   *port = (uint32_t)v;
   return 0;
 }
 
-static const char *const ORDER_AMOUNTS[] = {"subtotal", "tax", "serviceCharge",
-                                            "discount", "total"};
+static const char *const order_amount_keys[] = {
+    "subtotal", "tax", "serviceCharge", "discount", "total"};
 /* subtotal and total are required, the other three nullable. */
 static presence order_amount_presence(size_t i) {
   return i == 0 || i == 4 ? REQUIRED : NULLABLE;
 }
 
 /* The smallest exponent in 2..9 that makes every amount of the order an
- * integer number of minor units (LEGACY-10). */
+ * integer number of minor units (LEGACY-36). */
 static int order_exponent(decoder *d, const json_t *p, int *e) {
   json_t *items;
   int rv;
@@ -1106,7 +1179,7 @@ static int order_exponent(decoder *d, const json_t *p, int *e) {
     size_t saved = path_push(d, "items", 0);
     path_push(d, NULL, i);
     if (!json_is_object(it)) {
-      rv = fail(d, POSP2P_ERR_JSON_TYPE, REQ_KEYS, NULL,
+      rv = fail(d, POSP2P_ERR_JSON_TYPE, d->req, NULL,
                 "expected object, got %s", type_name(it));
     } else if ((rv = amount_scan(d, it, "price", REQUIRED, e)) == 0) {
       rv = amount_scan(d, it, "discountPerItem", NULLABLE, e);
@@ -1115,9 +1188,9 @@ static int order_exponent(decoder *d, const json_t *p, int *e) {
     if (rv != 0)
       return rv;
   }
-  for (size_t k = 0; k < sizeof(ORDER_AMOUNTS) / sizeof(ORDER_AMOUNTS[0]);
-       k++) {
-    if ((rv = amount_scan(d, p, ORDER_AMOUNTS[k], order_amount_presence(k),
+  for (size_t k = 0;
+       k < sizeof(order_amount_keys) / sizeof(order_amount_keys[0]); k++) {
+    if ((rv = amount_scan(d, p, order_amount_keys[k], order_amount_presence(k),
                           e)) != 0)
       return rv;
   }
@@ -1135,8 +1208,7 @@ static int decode_order_item(decoder *d, const json_t *it, int e,
                        NULL)) != 0 ||
       (rv = amount_get(d, it, "price", REQUIRED, e, &oi->price_minor, NULL)) !=
           0 ||
-      (rv = get_int(d, it, "quantity", REQUIRED, INT32_MIN, INT32_MAX, &v,
-                    NULL)) != 0)
+      (rv = get_int(d, it, "quantity", REQUIRED, 0, INT32_MAX, &v, NULL)) != 0)
     return rv;
   oi->quantity = (int32_t)v;
   if ((rv = get_string_array(d, it, "modifiers", &oi->modifiers,
@@ -1145,17 +1217,17 @@ static int decode_order_item(decoder *d, const json_t *it, int e,
   if ((rv = get_string(d, it, "variant", NULLABLE, &oi->variant, &set)) != 0)
     return rv;
   if (set)
-    oi->opt_variant_case = POSP2P__V2__ORDER_ITEM__OPT_VARIANT_VARIANT;
+    oi->opt_variant_case = ITEM_CASE(OPT_VARIANT_VARIANT);
   if ((rv = get_string(d, it, "notes", NULLABLE, &oi->notes, &set)) != 0)
     return rv;
   if (set)
-    oi->opt_notes_case = POSP2P__V2__ORDER_ITEM__OPT_NOTES_NOTES;
+    oi->opt_notes_case = ITEM_CASE(OPT_NOTES_NOTES);
   if ((rv = amount_get(d, it, "discountPerItem", NULLABLE, e,
                        &oi->discount_per_item_minor, &set)) != 0)
     return rv;
   if (set)
     oi->opt_discount_per_item_minor_case =
-        POSP2P__V2__ORDER_ITEM__OPT_DISCOUNT_PER_ITEM_MINOR_DISCOUNT_PER_ITEM_MINOR;
+        ITEM_CASE(OPT_DISCOUNT_PER_ITEM_MINOR_DISCOUNT_PER_ITEM_MINOR);
   return 0;
 }
 
@@ -1196,19 +1268,18 @@ static int decode_order_forward(decoder *d, const json_t *p,
   if ((rv = amount_get(d, p, "tax", NULLABLE, e, &of->tax_minor, &set)) != 0)
     return rv;
   if (set)
-    of->opt_tax_minor_case = POSP2P__V2__ORDER_FORWARD__OPT_TAX_MINOR_TAX_MINOR;
+    of->opt_tax_minor_case = OF_CASE(OPT_TAX_MINOR_TAX_MINOR);
   if ((rv = amount_get(d, p, "serviceCharge", NULLABLE, e,
                        &of->service_charge_minor, &set)) != 0)
     return rv;
   if (set)
     of->opt_service_charge_minor_case =
-        POSP2P__V2__ORDER_FORWARD__OPT_SERVICE_CHARGE_MINOR_SERVICE_CHARGE_MINOR;
+        OF_CASE(OPT_SERVICE_CHARGE_MINOR_SERVICE_CHARGE_MINOR);
   if ((rv = amount_get(d, p, "discount", NULLABLE, e, &of->discount_minor,
                        &set)) != 0)
     return rv;
   if (set)
-    of->opt_discount_minor_case =
-        POSP2P__V2__ORDER_FORWARD__OPT_DISCOUNT_MINOR_DISCOUNT_MINOR;
+    of->opt_discount_minor_case = OF_CASE(OPT_DISCOUNT_MINOR_DISCOUNT_MINOR);
   if ((rv = amount_get(d, p, "total", REQUIRED, e, &of->total_minor, NULL)) !=
       0)
     return rv;
@@ -1228,28 +1299,26 @@ static int decode_order_forward(decoder *d, const json_t *p,
     return rv;
   if (set) {
     of->table_number = (int32_t)v;
-    of->opt_table_number_case =
-        POSP2P__V2__ORDER_FORWARD__OPT_TABLE_NUMBER_TABLE_NUMBER;
+    of->opt_table_number_case = OF_CASE(OPT_TABLE_NUMBER_TABLE_NUMBER);
   }
   if ((rv = get_string(d, p, "customerName", NULLABLE, &of->customer_name,
                        &set)) != 0)
     return rv;
   if (set)
-    of->opt_customer_name_case =
-        POSP2P__V2__ORDER_FORWARD__OPT_CUSTOMER_NAME_CUSTOMER_NAME;
+    of->opt_customer_name_case = OF_CASE(OPT_CUSTOMER_NAME_CUSTOMER_NAME);
   if ((rv = get_string(d, p, "specialInstructions", NULLABLE,
                        &of->special_instructions, &set)) != 0)
     return rv;
   if (set)
     of->opt_special_instructions_case =
-        POSP2P__V2__ORDER_FORWARD__OPT_SPECIAL_INSTRUCTIONS_SPECIAL_INSTRUCTIONS;
+        OF_CASE(OPT_SPECIAL_INSTRUCTIONS_SPECIAL_INSTRUCTIONS);
   if ((rv = get_timestamp(d, p, "targetDeliveryTime", NULLABLE,
                           &of->target_delivery_time_ms,
                           &of->target_delivery_time_us, &set)) != 0)
     return rv;
   if (set)
     of->opt_target_delivery_time_ms_case =
-        POSP2P__V2__ORDER_FORWARD__OPT_TARGET_DELIVERY_TIME_MS_TARGET_DELIVERY_TIME_MS;
+        OF_CASE(OPT_TARGET_DELIVERY_TIME_MS_TARGET_DELIVERY_TIME_MS);
   return 0;
 }
 
@@ -1264,15 +1333,14 @@ static int decode_order_status(decoder *d, const json_t *p,
                        &set)) != 0)
     return rv;
   if (set)
-    st->opt_status_reason_case =
-        POSP2P__V2__ORDER_STATUS__OPT_STATUS_REASON_STATUS_REASON;
+    st->opt_status_reason_case = STATUS_CASE(OPT_STATUS_REASON_STATUS_REASON);
   if ((rv = get_int(d, p, "estimatedTime", NULLABLE, INT32_MIN, INT32_MAX, &v,
                     &set)) != 0)
     return rv;
   if (set) {
     st->estimated_time_s = (int32_t)v;
     st->opt_estimated_time_s_case =
-        POSP2P__V2__ORDER_STATUS__OPT_ESTIMATED_TIME_S_ESTIMATED_TIME_S;
+        STATUS_CASE(OPT_ESTIMATED_TIME_S_ESTIMATED_TIME_S);
   }
   return 0;
 }
@@ -1286,16 +1354,15 @@ static int decode_error(decoder *d, const json_t *p, Posp2p__V2__Error *er) {
     return rv;
   /* A name of the ErrorCode enum becomes the code; any other text (also
    * "UNSPECIFIED" and "") is kept verbatim so that it is written back the
-   * same (LEGACY-12). */
+   * same (LEGACY-28). */
   int c = posp2p_error_code_from_name(code, n);
   if (c > 0) {
     er->code = (Posp2p__V2__ErrorCode)c;
   } else {
-    er->legacy_code = posp2p_mem_strndup(d->a, code, n);
-    if (er->legacy_code == NULL) {
-      er->legacy_code = (char *)protobuf_c_empty_string;
+    char *text = posp2p_mem_strndup(d->a, code, n);
+    if (text == NULL)
       return fail_nomem(d);
-    }
+    er->legacy_code = text;
   }
   if ((rv = get_string(d, p, "errorDescription", REQUIRED, &er->description,
                        NULL)) != 0 ||
@@ -1303,27 +1370,25 @@ static int decode_error(decoder *d, const json_t *p, Posp2p__V2__Error *er) {
           0)
     return rv;
   if (set)
-    er->opt_details_case = POSP2P__V2__ERROR__OPT_DETAILS_DETAILS;
+    er->opt_details_case = ERROR_CASE(OPT_DETAILS_DETAILS);
   return 0;
 }
 
 /* An unknown messageType is treated as an error (LEGACY-6): the v2 message
  * is an ERROR UNKNOWN_MESSAGE_TYPE naming the type, with the payload kept
- * as details so that nothing the sender said is lost. */
+ * as compact JSON in details so that nothing the sender said is lost. */
 static int decode_unknown_type(decoder *d, const json_t *type, const json_t *p,
                                Posp2p__V2__Error *er) {
   er->code = POSP2P__V2__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE_TYPE;
-  er->description = posp2p_mem_strndup(d->a, json_string_value(type),
-                                       json_string_length(type));
-  if (er->description == NULL) {
-    er->description = (char *)protobuf_c_empty_string;
+  char *name = posp2p_mem_strndup(d->a, json_string_value(type),
+                                  json_string_length(type));
+  if (name == NULL)
     return fail_nomem(d);
-  }
-  er->details = json_compact(d->a, p);
-  if (er->details == NULL)
-    return fail_nomem(d);
-  er->opt_details_case = POSP2P__V2__ERROR__OPT_DETAILS_DETAILS;
-  return 0;
+  er->description = name;
+  int rv = payload_json(d, p, &er->details);
+  if (rv == 0)
+    er->opt_details_case = ERROR_CASE(OPT_DETAILS_DETAILS);
+  return rv;
 }
 
 /* Legacy type name -> v2 type; -1 for names the legacy wire does not have
@@ -1335,6 +1400,7 @@ static int legacy_type(const char *s, size_t n) {
   return t;
 }
 
+/* p is the payload object, NULL when the key is missing (LEGACY-23). */
 static int decode_payload(decoder *d, posp2p_envelope *e, const json_t *type,
                           const json_t *p) {
   size_t saved = path_push(d, "payload", 0);
@@ -1409,11 +1475,7 @@ static int decode_payload(decoder *d, posp2p_envelope *e, const json_t *type,
     NEW_MSG(d, Posp2p__V2__CartSync, posp2p__v2__cart_sync__init, m);
     e->cart_sync = m;
     e->payload_case = ENV(PAYLOAD_CART_SYNC);
-    m->legacy_json = json_compact(d->a, p);
-    if (m->legacy_json == NULL) {
-      m->legacy_json = (char *)protobuf_c_empty_string;
-      rv = fail_nomem(d);
-    }
+    rv = payload_json(d, p, &m->legacy_json);
     break;
   }
   case MT(ERROR): {
@@ -1434,18 +1496,14 @@ static int decode_payload(decoder *d, posp2p_envelope *e, const json_t *type,
   }
   default: {
     /* orderSync, productSync, configSync, serverMode, broadcastUpdate,
-     * deviceCommand, deviceResponse, warning: the object is kept as
-     * compact JSON, "{}" included, so that the round trip writes back
-     * exactly what came in. */
+     * deviceCommand, deviceResponse, warning: the object is kept as compact
+     * JSON, "{}" included, so that the round trip writes back exactly what
+     * a Dart sender wrote (LEGACY-30). */
     Posp2p__V2__OpaquePayload *m;
     NEW_MSG(d, Posp2p__V2__OpaquePayload, posp2p__v2__opaque_payload__init, m);
     e->opaque = m;
     e->payload_case = ENV(PAYLOAD_OPAQUE);
-    m->json = json_compact(d->a, p);
-    if (m->json == NULL) {
-      m->json = (char *)protobuf_c_empty_string;
-      rv = fail_nomem(d);
-    }
+    rv = payload_json(d, p, &m->json);
     break;
   }
   }
@@ -1473,10 +1531,13 @@ static int decode_envelope(decoder *d, const json_t *root, posp2p_envelope *e) {
   if ((rv = get_timestamp(d, root, "timestamp", REQUIRED, &e->timestamp_ms,
                           &e->timestamp_us, NULL)) != 0)
     return rv;
-  if ((rv = field(d, root, "payload", T_OBJECT, REQUIRED, &payload)) != 0)
+  /* A missing payload is {} (LEGACY-23); null is not an object. */
+  payload = NULL;
+  if (json_object_get(root, "payload") != NULL &&
+      (rv = field(d, root, "payload", T_OBJECT, REQUIRED, &payload)) != 0)
     return rv;
-  if ((rv = get_int(d, root, "priority", NULLABLE, 0, UINT32_MAX, &v, &set)) !=
-      0)
+  if ((rv = get_int(d, root, "priority", NULLABLE, 0, POSP2P_PRIORITY_MAX, &v,
+                    &set)) != 0)
     return rv;
   if (set) {
     e->priority = (uint32_t)v;
@@ -1509,7 +1570,8 @@ int posp2p_legacy_decode(const uint8_t *line, size_t len,
     return posp2p_error_set(err, POSP2P_ERR_NOMEM, 0, "", "out of memory");
   }
   posp2p_envelope_init(e);
-  decoder_init(&d, a, opts != NULL ? opts->utc_offset_minutes : 0, err);
+  decoder_init(&d, a, opts != NULL ? opts->utc_offset_minutes : 0, REQ_INVALID,
+               err);
   rv = decode_envelope(&d, root, e);
   json_decref(root);
   if (rv == 0)
@@ -1522,8 +1584,7 @@ int posp2p_legacy_decode(const uint8_t *line, size_t len,
   return 0;
 }
 
-/* ==== Encoding ===============================================================
- */
+/* ==== Encoding ============================================================ */
 
 typedef struct {
   posp2p__json_writer w;
@@ -1562,11 +1623,19 @@ static void put_device_type(encoder *en, const char *key, int type) {
  * the one the decoder's amount text came from. */
 static int put_amount(encoder *en, const char *key, int64_t minor, uint32_t e) {
   uint64_t u = minor < 0 ? 0u - (uint64_t)minor : (uint64_t)minor;
-  if (u > AMOUNT_MINOR_MAX)
+  /* The receiver reads the amount back at exponent 2 or more (LEGACY-36),
+   * so at exponents 0 and 1 it must fit 2^53 units of 10^-2 too, or the
+   * decoder would reject the line this encoder wrote. */
+  uint64_t limit = AMOUNT_MINOR_MAX;
+  for (uint32_t k = e; k < AMOUNT_MIN_EXPONENT; k++)
+    limit /= 10;
+  if (u > limit)
     return posp2p_error_set(en->err, POSP2P_ERR_RANGE, 0, REQ_AMOUNT,
-                            "%s: %lld minor units cannot be carried exactly by "
-                            "a legacy double (limit 2^53)",
-                            key, (long long)minor);
+                            "%s: %lld units of 10^-%u cannot be carried "
+                            "exactly by a legacy double (limit 2^53 units of "
+                            "10^-%u)",
+                            key, (long long)minor, e,
+                            e > AMOUNT_MIN_EXPONENT ? e : AMOUNT_MIN_EXPONENT);
   char digits[24], text[48];
   int nd = snprintf(digits, sizeof digits, "%llu", (unsigned long long)u);
   int ie = (int)e;
@@ -1595,7 +1664,7 @@ static int put_time(encoder *en, const char *key, int64_t ms, uint32_t us) {
   char buf[32];
   size_t n = posp2p_legacy_time_format(ms, us, en->utc_offset, buf);
   if (n == 0)
-    return posp2p_error_set(en->err, POSP2P_ERR_RANGE, 0, REQ_TIME,
+    return posp2p_error_set(en->err, POSP2P_ERR_RANGE, 0, REQ_TIME_OUT,
                             "%s: %lld ms + %u us is not a time in years "
                             "0000..9999",
                             key, (long long)ms, us);
@@ -1638,38 +1707,33 @@ static int encode_order_forward(encoder *en,
     posp2p__json_int(&en->w, it->quantity);
     put_modifiers(en, it->modifiers, it->n_modifiers);
     put_opt_string(en, "variant",
-                   it->opt_variant_case ==
-                       POSP2P__V2__ORDER_ITEM__OPT_VARIANT_VARIANT,
+                   it->opt_variant_case == ITEM_CASE(OPT_VARIANT_VARIANT),
                    it->variant);
     put_opt_string(en, "notes",
-                   it->opt_notes_case ==
-                       POSP2P__V2__ORDER_ITEM__OPT_NOTES_NOTES,
-                   it->notes);
+                   it->opt_notes_case == ITEM_CASE(OPT_NOTES_NOTES), it->notes);
     if ((rv = put_opt_amount(
              en, "discountPerItem",
              it->opt_discount_per_item_minor_case ==
-                 POSP2P__V2__ORDER_ITEM__OPT_DISCOUNT_PER_ITEM_MINOR_DISCOUNT_PER_ITEM_MINOR,
+                 ITEM_CASE(OPT_DISCOUNT_PER_ITEM_MINOR_DISCOUNT_PER_ITEM_MINOR),
              it->discount_per_item_minor, e)) != 0)
       return rv;
     posp2p__json_object_end(&en->w);
   }
   posp2p__json_array_end(&en->w);
   if ((rv = put_amount(en, "subtotal", of->subtotal_minor, e)) != 0 ||
-      (rv = put_opt_amount(
-           en, "tax",
-           of->opt_tax_minor_case ==
-               POSP2P__V2__ORDER_FORWARD__OPT_TAX_MINOR_TAX_MINOR,
-           of->tax_minor, e)) != 0 ||
+      (rv = put_opt_amount(en, "tax",
+                           of->opt_tax_minor_case ==
+                               OF_CASE(OPT_TAX_MINOR_TAX_MINOR),
+                           of->tax_minor, e)) != 0 ||
       (rv = put_opt_amount(
            en, "serviceCharge",
            of->opt_service_charge_minor_case ==
-               POSP2P__V2__ORDER_FORWARD__OPT_SERVICE_CHARGE_MINOR_SERVICE_CHARGE_MINOR,
+               OF_CASE(OPT_SERVICE_CHARGE_MINOR_SERVICE_CHARGE_MINOR),
            of->service_charge_minor, e)) != 0 ||
-      (rv = put_opt_amount(
-           en, "discount",
-           of->opt_discount_minor_case ==
-               POSP2P__V2__ORDER_FORWARD__OPT_DISCOUNT_MINOR_DISCOUNT_MINOR,
-           of->discount_minor, e)) != 0 ||
+      (rv = put_opt_amount(en, "discount",
+                           of->opt_discount_minor_case ==
+                               OF_CASE(OPT_DISCOUNT_MINOR_DISCOUNT_MINOR),
+                           of->discount_minor, e)) != 0 ||
       (rv = put_amount(en, "total", of->total_minor, e)) != 0)
     return rv;
   const char *status = posp2p_order_status_name((int)of->order_status);
@@ -1679,23 +1743,21 @@ static int encode_order_forward(encoder *en,
   put_key(en, "destination");
   posp2p__json_cstring(&en->w, dest != NULL ? dest : "mainPOS");
   put_key(en, "tableNumber");
-  if (of->opt_table_number_case ==
-      POSP2P__V2__ORDER_FORWARD__OPT_TABLE_NUMBER_TABLE_NUMBER) {
+  if (of->opt_table_number_case == OF_CASE(OPT_TABLE_NUMBER_TABLE_NUMBER)) {
     posp2p__json_int(&en->w, of->table_number);
   } else {
     posp2p__json_null(&en->w);
   }
   put_opt_string(en, "customerName",
                  of->opt_customer_name_case ==
-                     POSP2P__V2__ORDER_FORWARD__OPT_CUSTOMER_NAME_CUSTOMER_NAME,
+                     OF_CASE(OPT_CUSTOMER_NAME_CUSTOMER_NAME),
                  of->customer_name);
-  put_opt_string(
-      en, "specialInstructions",
-      of->opt_special_instructions_case ==
-          POSP2P__V2__ORDER_FORWARD__OPT_SPECIAL_INSTRUCTIONS_SPECIAL_INSTRUCTIONS,
-      of->special_instructions);
+  put_opt_string(en, "specialInstructions",
+                 of->opt_special_instructions_case ==
+                     OF_CASE(OPT_SPECIAL_INSTRUCTIONS_SPECIAL_INSTRUCTIONS),
+                 of->special_instructions);
   if (of->opt_target_delivery_time_ms_case ==
-      POSP2P__V2__ORDER_FORWARD__OPT_TARGET_DELIVERY_TIME_MS_TARGET_DELIVERY_TIME_MS) {
+      OF_CASE(OPT_TARGET_DELIVERY_TIME_MS_TARGET_DELIVERY_TIME_MS)) {
     if ((rv = put_time(en, "targetDeliveryTime", of->target_delivery_time_ms,
                        of->target_delivery_time_us)) != 0)
       return rv;
@@ -1713,7 +1775,7 @@ static int encode_cart_sync(encoder *en, const Posp2p__V2__CartSync *cs) {
   int rv;
   if (cs->legacy_json[0] != '\0')
     return emit_embedded(&en->w, cs->legacy_json, "cart_sync.legacy_json",
-                         en->err);
+                         REQ_CART, en->err);
   if (cs->currency_exponent > POSP2P_LEGACY_MAX_EXPONENT)
     return posp2p_error_set(en->err, POSP2P_ERR_RANGE, 0, REQ_AMOUNT,
                             "cart_sync.currency_exponent %u is above %d",
@@ -1756,7 +1818,7 @@ static int encode_error(encoder *en, const Posp2p__V2__Error *er) {
   put_key(en, "errorDescription");
   posp2p__json_cstring(&en->w, er->description);
   /* Dart leaves errorDetails out when it has none (no null). */
-  if (er->opt_details_case == POSP2P__V2__ERROR__OPT_DETAILS_DETAILS) {
+  if (er->opt_details_case == ERROR_CASE(OPT_DETAILS_DETAILS)) {
     put_key(en, "errorDetails");
     posp2p__json_cstring(&en->w, er->details);
   }
@@ -1765,7 +1827,7 @@ static int encode_error(encoder *en, const Posp2p__V2__Error *er) {
 }
 
 static int payload_mismatch(encoder *en, const posp2p_envelope *e) {
-  return posp2p_error_set(en->err, POSP2P_ERR_INVAL, 0, REQ_ENCODE,
+  return posp2p_error_set(en->err, POSP2P_ERR_INVAL, 0, REQ_PAYLOADS,
                           "%s envelope carries payload field %d",
                           posp2p_message_type_name((int)e->message_type),
                           (int)e->payload_case);
@@ -1833,14 +1895,13 @@ static int encode_payload(encoder *en, const posp2p_envelope *e) {
     posp2p__json_cstring(w, st->order_id);
     put_key(en, "newStatus");
     posp2p__json_cstring(w, status != NULL ? status : "pending");
-    put_opt_string(
-        en, "statusReason",
-        st->opt_status_reason_case ==
-            POSP2P__V2__ORDER_STATUS__OPT_STATUS_REASON_STATUS_REASON,
-        st->status_reason);
+    put_opt_string(en, "statusReason",
+                   st->opt_status_reason_case ==
+                       STATUS_CASE(OPT_STATUS_REASON_STATUS_REASON),
+                   st->status_reason);
     put_key(en, "estimatedTime");
     if (st->opt_estimated_time_s_case ==
-        POSP2P__V2__ORDER_STATUS__OPT_ESTIMATED_TIME_S_ESTIMATED_TIME_S) {
+        STATUS_CASE(OPT_ESTIMATED_TIME_S_ESTIMATED_TIME_S)) {
       posp2p__json_int(w, st->estimated_time_s);
     } else {
       posp2p__json_null(w);
@@ -1869,7 +1930,8 @@ static int encode_payload(encoder *en, const posp2p_envelope *e) {
   default:
     /* The opaque types: an OpaquePayload or nothing, which is {}. */
     if (e->payload_case == ENV(PAYLOAD_OPAQUE) && e->opaque->json[0] != '\0')
-      return emit_embedded(w, e->opaque->json, "opaque.json", en->err);
+      return emit_embedded(w, e->opaque->json, "opaque.json", REQ_OPAQUE,
+                           en->err);
     if (e->payload_case != ENV(PAYLOAD_OPAQUE) &&
         e->payload_case != ENV(PAYLOAD__NOT_SET))
       return payload_mismatch(en, e);
@@ -1887,13 +1949,13 @@ int posp2p_legacy_encode(const posp2p_envelope *e,
   int t = (int)e->message_type;
   int rv;
 
-  if (t == MT(HELLO) || t == MT(GOODBYE) || t == MT(UNSPECIFIED) ||
-      posp2p_message_type_name(t) == NULL)
-    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_ENCODE,
+  if (t == MT(HELLO) || t == MT(GOODBYE))
+    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_V2_ONLY,
                             "%s messages cannot be carried by the legacy wire",
-                            posp2p_message_type_name(t) != NULL
-                                ? posp2p_message_type_name(t)
-                                : "unspecified");
+                            posp2p_message_type_name(t));
+  if (t == MT(UNSPECIFIED) || posp2p_message_type_name(t) == NULL)
+    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_ENVELOPE,
+                            "message_type %d has no legacy spelling", t);
 
   posp2p__json_writer_init(&en.w, out);
   en.err = err;
@@ -1932,7 +1994,7 @@ int posp2p_legacy_encode(const posp2p_envelope *e,
     en.w.err = POSP2P_ERR_NOSPACE;
   if (en.w.err != 0) {
     rv = en.w.err;
-    posp2p_error_set(err, rv, 0, rv == POSP2P_ERR_INVAL ? REQ_ENCODE : "",
+    posp2p_error_set(err, rv, 0, rv == POSP2P_ERR_INVAL ? REQ_STRINGS : "",
                      rv == POSP2P_ERR_INVAL
                          ? "cannot encode: a string field is not valid UTF-8"
                          : "cannot encode the legacy line: %s",
@@ -1946,8 +2008,7 @@ fail:
   return rv;
 }
 
-/* ==== Legacy discovery datagrams ============================================
- */
+/* ==== Legacy discovery datagrams ========================================== */
 
 int posp2p__legacy_disc_decode(const uint8_t *p, size_t n,
                                const ProtobufCAllocator *a, posp2p_disc **out,
@@ -1967,7 +2028,7 @@ int posp2p__legacy_disc_decode(const uint8_t *p, size_t n,
     return posp2p_error_set(err, POSP2P_ERR_NOMEM, 0, "", "out of memory");
   }
   posp2p__v2__discovery_datagram__init(m);
-  decoder_init(&d, a, 0, err);
+  decoder_init(&d, a, 0, REQ_DISC_REQ, err);
 
   /* A legacy datagram speaks wire version 1 and nothing else. */
   m->supported_versions = posp2p_mem_alloc(a, sizeof(uint32_t));
@@ -1981,6 +2042,7 @@ int posp2p__legacy_disc_decode(const uint8_t *p, size_t n,
   /* Only a response names its device: that is how the two shapes differ. */
   bool response = json_object_get(root, "deviceId") != NULL;
   const char *req = response ? REQ_DISC_RESP : REQ_DISC_REQ;
+  d.req = req;
   m->kind = response ? POSP2P__V2__DISCOVERY_KIND__DISCOVERY_KIND_RESPONSE
                      : POSP2P__V2__DISCOVERY_KIND__DISCOVERY_KIND_REQUEST;
   if (response && (rv = get_string(&d, root, "deviceId", REQUIRED,
@@ -1996,11 +2058,21 @@ int posp2p__legacy_disc_decode(const uint8_t *p, size_t n,
   if ((rv = get_int(&d, root, "port", REQUIRED, 0, PORT_MAX, &port, NULL)) != 0)
     goto done;
   m->tcp_port = (uint32_t)port;
-  if (response && ((rv = get_string(&d, root, "hostname", NULLABLE,
-                                    &m->hostname, NULL)) != 0 ||
-                   (rv = get_json_object(&d, root, "metadata", NULLABLE,
-                                         &m->metadata_json)) != 0))
+  if (response &&
+      ((rv = get_string(&d, root, "hostname", NULLABLE, &m->hostname, NULL)) !=
+           0 ||
+       (rv = get_object_json(&d, root, "metadata", &m->metadata_json)) != 0))
     goto done;
+  /* Null or missing metadata reads as {}, which is what the encoder writes
+   * for it: decode, encode, decode then gives the same datagram. */
+  if (response && m->metadata_json[0] == '\0') {
+    char *md = posp2p_mem_strndup(a, "{}", 2);
+    if (md == NULL) {
+      rv = fail_nomem(&d);
+      goto done;
+    }
+    m->metadata_json = md;
+  }
   if (response && !posp2p_uuid_valid(m->device_id))
     rv = posp2p_error_set(err, POSP2P_ERR_BAD_ID, 0, req,
                           "deviceId \"%.40s\" is not a canonical UUID",
@@ -2034,12 +2106,12 @@ int posp2p__legacy_disc_encode(const posp2p_disc *m, posp2p_buf *out,
     response = true;
     break;
   default:
-    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_DISC_REQ,
+    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_DISC_OUT,
                             "discovery kind %d has no legacy form",
                             (int)m->kind);
   }
   if (m->tcp_port > PORT_MAX)
-    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_DISC_REQ,
+    return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, REQ_DISC_OUT,
                             "tcp_port %u is above %d", m->tcp_port, PORT_MAX);
 
   posp2p__json_writer_init(&en.w, out);
@@ -2064,7 +2136,8 @@ int posp2p__legacy_disc_encode(const posp2p_disc *m, posp2p_buf *out,
     posp2p__json_cstring(&en.w, m->hostname);
     put_key(&en, "metadata");
     if (m->metadata_json[0] != '\0') {
-      rv = emit_embedded(&en.w, m->metadata_json, "metadata_json", err);
+      rv = emit_embedded(&en.w, m->metadata_json, "metadata_json", REQ_DISC_OUT,
+                         err);
     } else {
       posp2p__json_object_begin(&en.w);
       posp2p__json_object_end(&en.w);
@@ -2072,11 +2145,11 @@ int posp2p__legacy_disc_encode(const posp2p_disc *m, posp2p_buf *out,
   }
   posp2p__json_object_end(&en.w);
   if (rv == 0 && en.w.err != 0)
-    rv = posp2p_error_set(err, en.w.err, 0, REQ_DISC_REQ,
-                          "cannot encode the legacy datagram: %s",
-                          posp2p_strerror(en.w.err));
+    rv = posp2p_error_set(
+        err, en.w.err, 0, en.w.err == POSP2P_ERR_INVAL ? REQ_STRINGS : "",
+        "cannot encode the legacy datagram: %s", posp2p_strerror(en.w.err));
   if (rv == 0 && out->len > POSP2P_DISC_MAX_DATAGRAM)
-    rv = posp2p_error_set(err, POSP2P_ERR_NOSPACE, 0, "DISC-1",
+    rv = posp2p_error_set(err, POSP2P_ERR_NOSPACE, 0, REQ_DISC_SIZE,
                           "legacy datagram would be %zu bytes, above %u",
                           out->len, POSP2P_DISC_MAX_DATAGRAM);
   if (rv != 0)

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "internal.h"
 #include "json_emit.h"
 #include "posp2p/legacy.h"
@@ -38,8 +40,16 @@
 
 static const posp2p_legacy_opts utc = {0};
 
-/* ---- helpers --------------------------------------------------------------
- */
+/* ---- helpers ---------------------------------------------------------- */
+
+/* Does buf[0..len) contain needle? (Encoder output is not NUL-terminated.) */
+static bool contains(const uint8_t *buf, size_t len, const char *needle) {
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(buf + i, needle, n) == 0)
+      return true;
+  return false;
+}
 
 static int decode_str(const char *line, posp2p_envelope **e,
                       posp2p_error *err) {
@@ -100,8 +110,7 @@ static char *read_file(const char *rel, size_t *len) {
   return buf;
 }
 
-/* ---- NDJSON splitter -------------------------------------------------------
- */
+/* ---- NDJSON splitter ----------------------------------------------------- */
 
 #define MAX_LINES 8
 typedef struct {
@@ -277,7 +286,7 @@ PTEST(ndjson_line_length_limit) {
         /* The offset of the first byte beyond the limit. */
         PT_EQ_INT(first_error(cases[i].in, n, 16, &err), cases[i].err);
         PT_EQ_INT(err.offset, cases[i].offset);
-        PT_EQ_STR(err.requirement, "LEGACY-1");
+        PT_EQ_STR(err.requirement, "LEGACY-3");
       } else {
         PT_EQ_INT(c.n, 1);
         PT_EQ_INT(c.len[0], 16);
@@ -305,6 +314,54 @@ PTEST(ndjson_nul_byte) {
   posp2p_ndjson_free(&s);
 }
 
+/* The error is the first violation in stream order, whatever the split: a
+ * NUL inside the limit is JSON_NUL, a NUL beyond it comes after the line
+ * became too long (fuzz_legacy regression k4). */
+PTEST(ndjson_nul_and_length_order) {
+  static const struct {
+    const char *in;
+    size_t len;
+    int code;
+    uint64_t offset;
+  } cases[] = {
+      {"0123456789abcdeX\0\n", 18, POSP2P_ERR_LINE_TOO_LONG, 16},
+      {"0123456789abcdefXY\0\n", 20, POSP2P_ERR_LINE_TOO_LONG, 16},
+      {"0123456789abcdef\0", 17, POSP2P_ERR_LINE_TOO_LONG, 16},
+      {"0123456789abcde\0xyz\n", 20, POSP2P_ERR_JSON_NUL, 15},
+      {"{}\n0123456789abcde\0", 19, POSP2P_ERR_JSON_NUL, 18},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t k = 0; k <= cases[i].len; k++) {
+      /* two pieces split at k */
+      posp2p_ndjson s;
+      posp2p_error err = {0};
+      int rv = 0;
+      size_t piece[2] = {k, cases[i].len - k}, base = 0;
+      posp2p_ndjson_init(&s, 16, NULL);
+      for (int p = 0; p < 2 && rv >= 0; p++) {
+        const uint8_t *d = (const uint8_t *)cases[i].in + base;
+        size_t left = piece[p];
+        while (left > 0) {
+          size_t used;
+          posp2p_frame fr;
+          rv = posp2p_ndjson_next(&s, d, left, &used, &fr, &err);
+          if (rv < 0)
+            break;
+          d += used;
+          left -= used;
+        }
+        base += piece[p];
+      }
+      if (rv != cases[i].code || err.offset != cases[i].offset)
+        PT_FAIL_("case %zu split %zu: %s at %llu, want %s at %llu", i, k,
+                 posp2p_err_name(rv), (unsigned long long)err.offset,
+                 posp2p_err_name(cases[i].code),
+                 (unsigned long long)cases[i].offset);
+      posp2p_ndjson_free(&s);
+    }
+  }
+}
+
 PTEST(ndjson_truncated_at_end) {
   posp2p_ndjson s;
   posp2p_error err;
@@ -323,8 +380,7 @@ PTEST(ndjson_truncated_at_end) {
   posp2p_ndjson_free(&s);
 }
 
-/* ---- round trips -----------------------------------------------------------
- */
+/* ---- round trips --------------------------------------------------------- */
 
 /* One line per legacy message type, in the exact form the reference writes,
  * with nulls, UTF-8 and escapes where they occur. */
@@ -477,7 +533,8 @@ PTEST(decode_unknown_type_becomes_error) {
   posp2p_envelope *e = NULL;
   posp2p_error err;
   PT_EQ_INT(
-      decode_str(MSG("broadcast", "{\"text\":\"hi\",\"n\":1.50}", 5), &e, &err),
+      decode_str(MSG("broadcast", "{ \"text\" : \"h\\u0069\", \"n\":1.50}", 5),
+                 &e, &err),
       0);
   if (e == NULL)
     return;
@@ -485,6 +542,7 @@ PTEST(decode_unknown_type_becomes_error) {
   PT_EQ_INT(e->error->code,
             POSP2P__V2__ERROR_CODE__ERROR_CODE_UNKNOWN_MESSAGE_TYPE);
   PT_EQ_STR(e->error->description, "broadcast");
+  /* compact, in the form a Dart sender writes the same values */
   PT_EQ_STR(e->error->details, "{\"text\":\"hi\",\"n\":1.5}");
   posp2p_envelope_free(e, NULL);
   /* v2-only names are unknown on the legacy wire too. */
@@ -510,7 +568,7 @@ PTEST(decode_enum_fallbacks) {
               POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_SECONDARY_POS);
     posp2p_envelope_free(e, NULL);
   }
-  /* The bare name is accepted as well. */
+  /* A bare role name is not a spelling either (LEGACY-33). */
   PT_EQ_INT(
       decode_str(MSG("deviceInfo",
                      "{\"deviceName\":\"T\",\"deviceType\":\"kds\",\"port\":1}",
@@ -519,7 +577,7 @@ PTEST(decode_enum_fallbacks) {
       0);
   if (e != NULL) {
     PT_EQ_INT(e->device_info->device_type,
-              POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_KDS);
+              POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_SECONDARY_POS);
     posp2p_envelope_free(e, NULL);
   }
   PT_EQ_INT(decode_str(MSG("orderStatus",
@@ -583,6 +641,33 @@ PTEST(decode_nulls_and_absent_keys) {
   PT_EQ_MEM(out.data, want, sizeof(want) - 1);
   posp2p_buf_free(&out);
   posp2p_envelope_free(e, NULL);
+}
+
+PTEST(decode_missing_payload_is_empty_object) {
+  static const char line[] =
+      "{\"messageId\":\"" MID
+      "\",\"messageType\":\"%s\",\"fromDeviceId\":\"" DEV_A
+      "\",\"timestamp\":\"" TS "\"}";
+  static const char *const types[] = {"heartbeat", "warning", "cartSync",
+                                      "noSuchType"};
+  for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+    char buf[512];
+    posp2p_envelope *e = NULL;
+    posp2p_error err;
+    snprintf(buf, sizeof buf, line, types[i]);
+    PT_EQ_INT(decode_str(buf, &e, &err), 0);
+    if (e == NULL)
+      continue;
+    if (e->payload_case == POSP2P__V2__ENVELOPE__PAYLOAD_OPAQUE)
+      PT_EQ_STR(e->opaque->json, "{}");
+    else if (e->payload_case == POSP2P__V2__ENVELOPE__PAYLOAD_CART_SYNC)
+      PT_EQ_STR(e->cart_sync->legacy_json, "{}");
+    else if (e->payload_case == POSP2P__V2__ENVELOPE__PAYLOAD_ERROR)
+      PT_EQ_STR(e->error->details, "{}");
+    else
+      PT_EQ_INT(e->payload_case, POSP2P__V2__ENVELOPE__PAYLOAD_HEARTBEAT);
+    posp2p_envelope_free(e, NULL);
+  }
 }
 
 PTEST(opaque_empty_object_is_kept) {
@@ -697,8 +782,7 @@ PTEST(golden_vectors) {
   PT_CHECK(checked >= 40);
 }
 
-/* ---- malformed input -------------------------------------------------------
- */
+/* ---- malformed input ----------------------------------------------------- */
 
 typedef struct {
   const char *name;
@@ -926,9 +1010,10 @@ static const bad_case bad_cases[] = {
         "\",\"toDeviceId\":null,\"payload\":{},\"priority\":2,\"acknowledged\":"
         "null}",
         POSP2P_ERR_MISSING_FIELD),
-    BAD("missing_payload",
+    /* a missing payload is {} (LEGACY-23), so its required keys are missing */
+    BAD("missing_payload_keys",
         "{\"messageId\":\"" MID
-        "\",\"messageType\":\"heartbeat\",\"fromDeviceId\":\"" DEV_A
+        "\",\"messageType\":\"orderCancel\",\"fromDeviceId\":\"" DEV_A
         "\",\"toDeviceId\":null,\"timestamp\":\"" TS
         "\",\"priority\":2,\"acknowledged\":null}",
         POSP2P_ERR_MISSING_FIELD),
@@ -1087,10 +1172,127 @@ PTEST(malformed_table) {
       PT_FAIL_("timestamp \"%s\": expected POSP2P_ERR_TIMESTAMP, got %s",
                bad_timestamps[i], posp2p_err_name(rv));
     else
-      PT_EQ_STR(err.requirement, "LEGACY-T1");
+      PT_EQ_STR(err.requirement, "LEGACY-39");
     if (e != NULL)
       posp2p_envelope_free(e, NULL);
   }
+}
+
+/* Keys whose value may be null or missing (LEGACY-23, LEGACY-27, 16.8). */
+static bool nullable_key(const char *key) {
+  static const char *const keys[] = {"toDeviceId",
+                                     "priority",
+                                     "acknowledged",
+                                     "errorDetails",
+                                     "tax",
+                                     "serviceCharge",
+                                     "discount",
+                                     "tableNumber",
+                                     "customerName",
+                                     "specialInstructions",
+                                     "targetDeliveryTime",
+                                     "variant",
+                                     "notes",
+                                     "discountPerItem",
+                                     "statusReason",
+                                     "estimatedTime"};
+  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+    if (strcmp(keys[i], key) == 0)
+      return true;
+  return false;
+}
+
+/* A value of another JSON type than v. */
+static json_t *wrong_type(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_STRING: return json_integer(7);
+  case JSON_INTEGER:
+  case JSON_REAL: return json_string("7");
+  case JSON_TRUE:
+  case JSON_FALSE: return json_string("true");
+  case JSON_ARRAY: return json_object();
+  case JSON_OBJECT: return json_array();
+  default: return json_array(); /* null: neither a string nor a number */
+  }
+}
+
+typedef struct {
+  int checked;
+} key_walk;
+
+/* Decode root (as compact text) and expect code, with the key path in the
+ * message. */
+static void expect_decode(json_t *root, int code, const char *path,
+                          key_walk *kw) {
+  char *text = json_dumps(root, JSON_COMPACT);
+  posp2p_envelope *e = NULL;
+  posp2p_error err = {0};
+  int rv = decode_str(text, &e, &err);
+  if (rv != code)
+    PT_FAIL_("%s: expected %s, got %s (%s)", path, posp2p_err_name(code),
+             posp2p_err_name(rv), rv ? err.message : "decoded");
+  else if (code != 0 && strncmp(err.message, path, strlen(path)) != 0)
+    PT_FAIL_("%s: message does not name the key: %s", path, err.message);
+  if (e != NULL)
+    posp2p_envelope_free(e, NULL);
+  free(text);
+  kw->checked++;
+}
+
+/* For every key of obj (an object inside root at path): give it a value of
+ * the wrong type (JSON_TYPE), and remove it (accepted for nullable keys,
+ * MISSING_FIELD otherwise). Recurses into the payload and order items. */
+static void walk_keys(json_t *root, json_t *obj, const char *path,
+                      key_walk *kw) {
+  /* Snapshot the keys: deleting and re-adding reorders the object. */
+  char keys[32][32];
+  size_t n = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach(obj, k, v) {
+    if (n < 32)
+      snprintf(keys[n++], sizeof keys[0], "%s", k);
+  }
+  for (size_t i = 0; i < n; i++) {
+    const char *key = keys[i];
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s%s%s", path, path[0] ? "." : "", key);
+    v = json_incref(json_object_get(obj, key));
+    json_object_set_new(obj, key, wrong_type(v));
+    expect_decode(root, POSP2P_ERR_JSON_TYPE, sub, kw);
+    if (strcmp(key, "payload") != 0) {
+      /* (a missing payload is {}: tested on its own) */
+      json_object_del(obj, key);
+      expect_decode(root, nullable_key(key) ? 0 : POSP2P_ERR_MISSING_FIELD,
+                    nullable_key(key) ? "" : sub, kw);
+    }
+    json_object_set(obj, key, v); /* restored (order does not matter) */
+    if (json_is_object(v) && strcmp(key, "payload") == 0)
+      walk_keys(root, v, sub, kw);
+    if (json_is_array(v) && strcmp(key, "items") == 0 && json_array_size(v)) {
+      char item[160];
+      snprintf(item, sizeof item, "%s[0]", sub);
+      walk_keys(root, json_array_get(v, 0), item, kw);
+    }
+    json_decref(v);
+  }
+}
+
+/* Every key of every typed message: wrong JSON type and missing key. */
+PTEST(every_key_type_and_presence) {
+  static const size_t typed[] = {0, 1, 3, 4, 5, 10, 15, 16};
+  key_walk kw = {0};
+  for (size_t i = 0; i < sizeof(typed) / sizeof(typed[0]); i++) {
+    json_t *root = json_loads(typed_lines[typed[i]], 0, NULL);
+    PT_CHECK(root != NULL);
+    if (root == NULL)
+      continue;
+    walk_keys(root, root, "", &kw);
+    /* and the untouched message still decodes */
+    expect_decode(root, 0, "", &kw);
+    json_decref(root);
+  }
+  PT_CHECK(kw.checked > 150);
 }
 
 PTEST(error_messages_name_the_key_path) {
@@ -1104,7 +1306,7 @@ PTEST(error_messages_name_the_key_path) {
           9);
   PT_EQ_INT(decode_str(line, &e, &err), POSP2P_ERR_JSON_TYPE);
   PT_EQ_STR(err.message, "payload.items[3].price: expected number, got string");
-  PT_EQ_STR(err.requirement, "LEGACY-7");
+  PT_EQ_STR(err.requirement, "LEGACY-22");
   static const char line2[] =
       MSG("orderForward",
           "{\"orderId\":\"o\",\"items\":[{\"productId\":\"p\",\"productName\":"
@@ -1125,7 +1327,7 @@ PTEST(error_messages_name_the_key_path) {
                            ORDER(ITEM("1e-10", "null"), "0.0", "0.0"), 9),
                        &e, &err),
             POSP2P_ERR_JSON_NUMBER);
-  PT_EQ_STR(err.requirement, "LEGACY-10");
+  PT_EQ_STR(err.requirement, "LEGACY-38");
   PT_CHECK(strncmp(err.message, "payload.items[0].price:", 23) == 0);
   PT_EQ_INT(
       decode_str(MSG("orderCancel", "{\"reason\":\"x\",\"refund\":true}", 9),
@@ -1232,8 +1434,7 @@ PTEST(depth_limit) {
     posp2p_envelope_free(e, NULL);
 }
 
-/* ---- timestamps -------------------------------------------------------------
- */
+/* ---- timestamps ---------------------------------------------------------- */
 
 PTEST(timestamp_parse_values) {
   static const struct {
@@ -1341,8 +1542,7 @@ PTEST(timestamp_offset_in_messages) {
   posp2p_envelope_free(e, NULL);
 }
 
-/* ---- amounts
- * ----------------------------------------------------------------- */
+/* ---- amounts ------------------------------------------------------------ */
 
 PTEST(amount_conversion) {
   static const struct {
@@ -1435,8 +1635,7 @@ PTEST(amount_exponent_is_shared_by_the_order) {
   PT_CHECK(roundtrip_str(line));
 }
 
-/* ---- Dart double format ----------------------------------------------------
- */
+/* ---- Dart double format -------------------------------------------------- */
 
 PTEST(dart_double_format) {
   static const struct {
@@ -1551,8 +1750,7 @@ PTEST(utf8_validator) {
               cases[i].bad);
 }
 
-/* ---- encoder ---------------------------------------------------------------
- */
+/* ---- encoder ------------------------------------------------------------- */
 
 static posp2p_envelope *decode_or_null(const char *line) {
   posp2p_envelope *e = NULL;
@@ -1611,6 +1809,30 @@ PTEST(encode_rejects) {
   PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), 0);
   e->order_forward->currency_exponent = 10;
   PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), POSP2P_ERR_RANGE);
+  /* At exponent 0 the receiver still reads cents, so 2^53 cents is the
+   * limit (fuzz_diff regression k3): what is written must decode. */
+  e->order_forward->currency_exponent = 0;
+  e->order_forward->items[0]->price_minor = INT64_C(90071992547409);
+  out.len = 4;
+  PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), 0);
+  if (out.len > 4) {
+    posp2p_envelope *back = NULL;
+    PT_EQ_INT(posp2p_legacy_decode(out.data + 4, out.len - 5, &utc, NULL, &back,
+                                   &err),
+              0);
+    if (back != NULL) {
+      PT_EQ_INT(back->order_forward->currency_exponent, 2);
+      PT_EQ_INT(back->order_forward->items[0]->price_minor,
+                INT64_C(9007199254740900));
+      posp2p_envelope_free(back, NULL);
+    }
+  }
+  out.len = 4;
+  e->order_forward->items[0]->price_minor = INT64_C(90071992547410);
+  PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), POSP2P_ERR_RANGE);
+  e->order_forward->currency_exponent = 1;
+  e->order_forward->items[0]->price_minor = INT64_C(900719925474100);
+  PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), POSP2P_ERR_RANGE);
   posp2p_envelope_free(e, NULL);
 
   /* opaque JSON that is not an object, or would break the line */
@@ -1625,12 +1847,12 @@ PTEST(encode_rejects) {
     e->opaque->json = (char *)bad_json[i];
     PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), POSP2P_ERR_INVAL);
   }
-  /* embedded JSON is normalised to the compact form */
+  /* embedded JSON is written in the compact Dart form */
   e->opaque->json = (char *)"{ \"a\" : [ 1 , 2.50 ] }";
   out.len = 0;
   PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), 0);
   PT_CHECK(out.len > 0 &&
-           strstr((char *)out.data, "\"payload\":{\"a\":[1,2.5]},") != NULL);
+           contains(out.data, out.len, "\"payload\":{\"a\":[1,2.5]},"));
   e->opaque->json = orig;
   posp2p_envelope_free(e, NULL);
 
@@ -1712,12 +1934,13 @@ PTEST(encode_cart_sync_without_legacy_json) {
   cs->currency_exponent = 2;
   posp2p_buf_init(&out, 4096, NULL);
   PT_EQ_INT(posp2p_legacy_encode(e, &utc, &out, &err), 0);
-  PT_CHECK(out.len > 0 &&
-           strstr((char *)out.data,
-                  "\"payload\":{\"cartId\":\"c1\",\"items\":[{\"productId\":"
-                  "\"p\",\"productName\":"
-                  "\"P\",\"price\":12.5,\"quantity\":2,\"modifiers\":[\"hot\"]}"
-                  "],\"total\":25.0},") != NULL);
+  PT_CHECK(
+      out.len > 0 &&
+      contains(out.data, out.len,
+               "\"payload\":{\"cartId\":\"c1\",\"items\":[{\"productId\":"
+               "\"p\",\"productName\":"
+               "\"P\",\"price\":12.5,\"quantity\":2,\"modifiers\":[\"hot\"]}"
+               "],\"total\":25.0},"));
   cs->legacy_json = orig;
   cs->cart_id = (char *)protobuf_c_empty_string;
   cs->n_items = 0;
@@ -1726,8 +1949,7 @@ PTEST(encode_cart_sync_without_legacy_json) {
   posp2p_envelope_free(e, NULL);
 }
 
-/* ---- discovery datagrams --------------------------------------------------
- */
+/* ---- discovery datagrams ------------------------------------------------- */
 
 PTEST(legacy_discovery) {
   static const char req[] = "{\"deviceName\":\"Tablet "
@@ -1780,8 +2002,7 @@ PTEST(legacy_discovery) {
     char *md = m->metadata_json;
     m->metadata_json = (char *)"";
     PT_EQ_INT(posp2p__legacy_disc_encode(m, &out, &err), 0);
-    PT_CHECK(out.len > 0 &&
-             strstr((char *)out.data, "\"metadata\":{}}") != NULL);
+    PT_CHECK(out.len > 0 && contains(out.data, out.len, "\"metadata\":{}}"));
     m->metadata_json = (char *)"[]";
     PT_EQ_INT(posp2p__legacy_disc_encode(m, &out, &err), POSP2P_ERR_INVAL);
     PT_EQ_INT(out.len, 0);
@@ -1837,8 +2058,7 @@ PTEST(legacy_discovery) {
   posp2p_buf_free(&out);
 }
 
-/* ---- allocation ------------------------------------------------------------
- */
+/* ---- allocation ---------------------------------------------------------- */
 
 typedef struct {
   ProtobufCAllocator base;
@@ -1923,6 +2143,47 @@ PTEST(decode_into_arena) {
     posp2p_arena_reset(&arena);
   }
   posp2p_arena_free(&arena);
+}
+
+/* Missing or null metadata reads as {}, which is what the encoder writes
+ * for it, so decode -> encode -> decode is stable (fuzz_disc regression
+ * k2). */
+PTEST(legacy_discovery_metadata_absent) {
+  static const char *const in[] = {
+      "{\"deviceId\":\"" DEV_A "\",\"deviceName\":\"M\",\"deviceType\":"
+      "\"P2PDeviceType.mainPOS\",\"port\":1}",
+      "{\"deviceId\":\"" DEV_A "\",\"deviceName\":\"M\",\"deviceType\":"
+      "\"P2PDeviceType.mainPOS\",\"ipAddress\":null,\"port\":1,\"hostname\":"
+      "null,\"metadata\":null}",
+  };
+  static const char want[] =
+      "{\"deviceId\":\"" DEV_A "\",\"deviceName\":\"M\",\"deviceType\":"
+      "\"P2PDeviceType.mainPOS\",\"ipAddress\":\"\",\"port\":1,\"hostname\":"
+      "\"\",\"metadata\":{}}";
+  for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+    posp2p_disc *m = NULL, *m2 = NULL;
+    posp2p_error err;
+    posp2p_buf out;
+    posp2p_buf_init(&out, 4096, NULL);
+    PT_EQ_INT(posp2p__legacy_disc_decode((const uint8_t *)in[i], strlen(in[i]),
+                                         NULL, &m, &err),
+              0);
+    if (m == NULL)
+      continue;
+    PT_EQ_STR(m->metadata_json, "{}");
+    PT_EQ_STR(m->ip_address, "");
+    PT_EQ_INT(posp2p__legacy_disc_encode(m, &out, &err), 0);
+    PT_EQ_INT(out.len, sizeof(want) - 1);
+    PT_EQ_MEM(out.data, want, sizeof(want) - 1);
+    PT_EQ_INT(posp2p__legacy_disc_decode(out.data, out.len, NULL, &m2, &err),
+              0);
+    if (m2 != NULL) {
+      PT_EQ_STR(m2->metadata_json, m->metadata_json);
+      posp2p_disc_free(m2, NULL);
+    }
+    posp2p_disc_free(m, NULL);
+    posp2p_buf_free(&out);
+  }
 }
 
 PTEST(disc_allocation_failures) {
