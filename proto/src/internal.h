@@ -5,7 +5,7 @@
 #include "posp2p/codec.h"
 #include "posp2p/legacy.h"
 
-/* Legacy discovery datagrams (LEGACY-D*): JSON object, no newline.
+/* Legacy discovery datagrams (LEGACY-42..45): JSON object, no newline.
  * Implemented in legacy.c, called from disc.c. */
 int posp2p__legacy_disc_decode(const uint8_t *d, size_t n,
                                const ProtobufCAllocator *a, posp2p_disc **out,

@@ -120,7 +120,6 @@ void posp2p_ndjson_free(posp2p_ndjson *s) {
 static const char *ndjson_req(int code) {
   switch (code) {
   case POSP2P_ERR_LINE_TOO_LONG: return REQ_LINE_MAX;
-  case POSP2P_ERR_JSON_NUL: return REQ_TEXT;
   default: return "";
   }
 }
@@ -153,22 +152,10 @@ int posp2p_ndjson_next(posp2p_ndjson *s, const uint8_t *data, size_t len,
     if (have == 0)
       s->line_offset = s->offset;
 
-    /* A NUL can never be part of a legacy line (LEGACY-5): fail at the byte
-     * itself rather than after buffering the rest of the line. Only bytes
-     * within the length limit are searched, so a NUL beyond the limit gives
-     * LINE_TOO_LONG however the stream was split: the error is always the
-     * first violation in stream order. */
-    size_t room = have < s->max_line ? s->max_line - have : 0;
-    const uint8_t *nul = memchr(start, '\0', seg < room ? seg : room);
-    if (nul != NULL) {
-      size_t at = (size_t)(nul - start);
-      *consumed = pos + at;
-      s->offset += at;
-      char msg[POSP2P_ERROR_MSG_MAX];
-      snprintf(msg, sizeof msg, "NUL byte at stream offset %llu",
-               (unsigned long long)s->offset);
-      return ndjson_fail(s, err, POSP2P_ERR_JSON_NUL, s->offset, REQ_TEXT, msg);
-    }
+    /* A NUL byte is not a splitter error: the line it is in is rejected by
+     * posp2p_legacy_decode (LEGACY-5) while the stream goes on (LEGACY-9),
+     * because the next '\n' still ends the line. Only the length limit
+     * breaks the stream (LEGACY-3). */
 
     /* Line length without its terminator. Without a '\n' yet, a final '\r'
      * may still turn out to be half of "\r\n", so it is not counted. */

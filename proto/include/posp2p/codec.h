@@ -172,7 +172,7 @@ int posp2p_error_code_from_name(const char *s, size_t n);
 
 /* Decode one UDP datagram of either wire (detected from the first byte) into
  * a new DiscoveryDatagram; *wire tells which. Legacy datagrams are mapped per
- * SPEC.md LEGACY-D*. Errors: POSP2P_ERR_DATAGRAM, POSP2P_ERR_VERSION,
+ * SPEC.md LEGACY-42..45. Errors: POSP2P_ERR_DATAGRAM, POSP2P_ERR_VERSION,
  * POSP2P_ERR_PROTOBUF, POSP2P_ERR_JSON_*, POSP2P_ERR_BAD_ID, POSP2P_ERR_RANGE,
  * POSP2P_ERR_ENUM, POSP2P_ERR_MISSING_FIELD, POSP2P_ERR_NOMEM. */
 int posp2p_disc_decode(const uint8_t *d, size_t n, const ProtobufCAllocator *a,

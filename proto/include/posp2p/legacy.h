@@ -21,7 +21,7 @@ extern "C" {
 typedef struct {
   /* Offset of the legacy device's local time from UTC, in minutes. Legacy
    * timestamps carry no zone; this is how they map to UTC milliseconds
-   * (LEGACY-T1). 0 treats them as UTC. */
+   * (LEGACY-39..41). 0 treats them as UTC. */
   int32_t utc_offset_minutes;
 } posp2p_legacy_opts;
 
@@ -43,8 +43,10 @@ void posp2p_ndjson_init(posp2p_ndjson *s, uint32_t max_line,
 void posp2p_ndjson_free(posp2p_ndjson *s);
 
 /* Same contract as posp2p_framer_next: returns 1 with *out set to one line
- * (without its terminator), 0 when input is used up, or an error:
- * POSP2P_ERR_LINE_TOO_LONG, POSP2P_ERR_JSON_NUL, POSP2P_ERR_NOMEM. */
+ * (without its terminator), 0 when input is used up, or an error that
+ * breaks the stream: POSP2P_ERR_LINE_TOO_LONG (LEGACY-3), POSP2P_ERR_NOMEM.
+ * A line with bad content (a NUL byte, invalid UTF-8) is still returned:
+ * posp2p_legacy_decode rejects it and the stream goes on (LEGACY-9). */
 int posp2p_ndjson_next(posp2p_ndjson *s, const uint8_t *data, size_t len,
                        size_t *consumed, posp2p_frame *out, posp2p_error *err);
 /* POSP2P_ERR_TRUNCATED if a line was started and not terminated. */
