@@ -12,7 +12,7 @@ def _order(c, dut, **kw):
     return order_forward(c.id, to=dut.device_id, **kw)
 
 
-@req("FRAME-1", "FRAME-2", "MSG-1", "MSG-2", "MSG-5", "MSG-12", "EXT-1", "EXT-4")
+@req("FRAME-1", "FRAME-2", "FRAME-14", "MSG-1", "MSG-2", "MSG-5", "MSG-12", "EXT-1", "EXT-4")
 @needs(role="main", wire="v2")
 def test_device_frames_well_formed(dut, net):
     """Everything the device sends in a short session (HELLO, ACK,
@@ -46,9 +46,16 @@ def test_device_frames_well_formed(dut, net):
         if want:
             check(e.WhichOneof("payload") == want, "MSG-12", "payload %s for %s" % (
                 want, MT_NAME[e.message_type]), str(e.WhichOneof("payload")))
-        for num, _, _ in e.UnknownFields():
+        unknown = list(e.UnknownFields())
+        for num, _, _ in unknown:
             check(1000 <= num <= 1999, "EXT-1", "no unknown field outside 1000..1999",
                   "field %d" % num)
+        if not unknown:
+            # Google's serializer writes the canonical form of what it parsed;
+            # a canonical sender's bytes are exactly that (FRAME-14).
+            check(e.SerializeToString() == f.raw, "FRAME-14",
+                  "canonical encoding (field order, no split or repeated field)",
+                  "%s re-serializes differently" % MT_NAME.get(e.message_type, "?"))
 
 
 @req("FRAME-3")

@@ -1004,7 +1004,7 @@ def build_v2_interop(V):
           frame(head("interop_group", pb.MESSAGE_TYPE_HEARTBEAT, 2) + hb +
                 b"\xcb\x3e\x08\x01\xcc\x3e"),
           "unknown field 1001 encoded as a (deprecated) group: Google skips "
-          "it; protobuf-c 1.4 rejects the body", "ok", "knowndiff")
+          "it; protobuf-c 1.4 rejects the body (non-canonical: FRAME-14 allows that)", "ok", "knowndiff")
     it_a = pb.OrderItem(product_id="a", product_name="A", price_minor=100,
                         quantity=1).SerializeToString()
     it_b = pb.OrderItem(product_id="b", product_name="B", price_minor=200,
@@ -1015,7 +1015,7 @@ def build_v2_interop(V):
                 sub(20, sub(2, it_b) + b"\x38\xac\x02")),
           "order_forward payload split over two occurrences: protobuf merges "
           "them (order_id, 2 items, total); protobuf-c 1.4 keeps only the "
-          "second", "ok", "knowndiff")
+          "second (non-canonical: FRAME-14)", "ok", "knowndiff")
 
 
 def build_v2_negative(V):
