@@ -374,6 +374,10 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
                          e->device_info->device_type, "device_info.device_type",
                          "MSG-28", err)))
       return rv;
+    if (e->device_info->device_type ==
+        POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
+      return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "MSG-28",
+                              "device_info.device_type is unspecified");
     if (e->device_info->port > 65535)
       return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-28",
                               "device_info.port %u is above 65535",
@@ -384,6 +388,10 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
                          e->discovery->device_type, "discovery.device_type",
                          "MSG-28", err)))
       return rv;
+    if (e->discovery->device_type ==
+        POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
+      return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "MSG-28",
+                              "discovery.device_type is unspecified");
     if (e->discovery->port > 65535)
       return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-28",
                               "discovery.port %u is above 65535",

@@ -412,4 +412,24 @@ PTEST(opaque_json_must_be_object) {
   PT_EQ_INT(posp2p_envelope_validate(&e, &err), 0);
 }
 
+PTEST(device_info_needs_a_role) {
+  posp2p_envelope e;
+  Posp2p__V2__DeviceInfo di;
+  posp2p_error err;
+  posp2p_envelope_init(&e);
+  posp2p__v2__device_info__init(&di);
+  e.message_id = (char *)ID1;
+  e.from_device_id = (char *)ID2;
+  e.message_type = MT(DEVICE_INFO);
+  e.payload_case = ENV(PAYLOAD_DEVICE_INFO);
+  e.device_info = &di;
+  di.port = 8766;
+  PT_EQ_INT(posp2p_envelope_validate(&e, &err), POSP2P_ERR_ENUM);
+  PT_EQ_STR(err.requirement, "MSG-28");
+  di.device_type = POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_KDS;
+  PT_EQ_INT(posp2p_envelope_validate(&e, &err), 0);
+  di.port = 70000;
+  PT_EQ_INT(posp2p_envelope_validate(&e, &err), POSP2P_ERR_RANGE);
+}
+
 int main(int argc, char **argv) { return ptest_main(argc, argv); }

@@ -84,8 +84,12 @@ typedef struct pdaemon {
   uv_timer_t disc_timer;    /* --discover: retry until connected to a main POS */
   bool disc_timer_open;
   uint32_t disc_interval_ms;
-  posp2p_addr main_target;  /* --discover: main POS we connected to */
+  /* --discover: the one main POS this client uses (TOPO-4, TOPO-6: the
+   * first that answered) and the address it connects to. */
+  char main_id[POSP2P_UUID_LEN + 1];
+  posp2p_addr main_target;
   bool main_target_set;
+  bool main_switching;      /* inside maybe_connect_main (events re-enter it) */
 
   discover_req *discovers;
   json_t *orders;           /* message_id -> order record (sent orders) */

@@ -67,19 +67,75 @@ static void reply_err(const char *cmd, json_t *req, int code, const char *fmt,
   json_decref(o);
 }
 
-/* ---- Sent orders (seed getSentOrders) --------------------------------------- */
+/* ---- Sent orders (seed getSentOrders) ---------------------------------------
+ * One record per order sent. "recipients" are the devices the engine
+ * tracks for it (its outbox entries right after the send: the destination,
+ * or for a broadcast / by-type order every matching connected device at the
+ * main POS and the main POS itself at a client, ACK-13, ACK-16); each ends
+ * in "acked_by" or "failed", and "pending" lists those still waiting. The
+ * state follows from the three lists (order_state). */
+
+static bool id_in(json_t *arr, const char *id) {
+  size_t i;
+  json_t *v;
+  json_array_foreach(arr, i, v) if (strcmp(json_string_value(v), id) == 0) return true;
+  return false;
+}
+
+static void id_remove(json_t *arr, const char *id) {
+  for (size_t i = 0; i < json_array_size(arr); i++)
+    if (strcmp(json_string_value(json_array_get(arr, i)), id) == 0) {
+      json_array_remove(arr, i);
+      return;
+    }
+}
+
+/* pending: nobody answered yet; partial: some acknowledged, others still
+ * pending; acked: every recipient acknowledged; failed: nothing pending and
+ * at least one recipient failed (acked_by says who got it anyway);
+ * no_recipients: there was nobody to send it to (a broadcast or by-type
+ * order while no matching device was connected). */
+static void order_state(json_t *o) {
+  size_t pending = json_array_size(json_object_get(o, "pending"));
+  size_t acked = json_array_size(json_object_get(o, "acked_by"));
+  size_t failed = json_array_size(json_object_get(o, "failed"));
+  const char *st = pending ? (acked ? "partial" : "pending")
+                   : failed ? "failed"
+                   : acked  ? "acked"
+                            : "no_recipients";
+  json_object_set_new(o, "state", json_string(st));
+}
 
 static json_t *order_record(pdaemon *d, const char *mid, const char *order_id,
                             const char *to, int to_type, bool restored) {
   const char *tt = to_type ? posp2p_device_type_name(to_type) : NULL;
-  json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:s, s:[], s:[], s:I, s:b}",
+  json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:s, s:[], s:[], s:[], s:[], s:I, s:b}",
                         "message_id", mid, "order_id", order_id ? order_id : "",
                         "to", to ? json_string(to) : json_null(), "to_type",
                         tt ? json_string(tt) : json_null(), "state", "pending",
-                        "acked_by", "failed", "sent_t_ms",
+                        "recipients", "pending", "acked_by", "failed", "sent_t_ms",
                         (json_int_t)daemon_t_ms(d), "restored", restored);
   if (o != NULL) json_object_set_new(d->orders, mid, o);
   return o;
+}
+
+static void order_add_recipient(json_t *o, const char *id) {
+  if (id_in(json_object_get(o, "recipients"), id)) return;
+  json_array_append_new(json_object_get(o, "recipients"), json_string(id));
+  json_array_append_new(json_object_get(o, "pending"), json_string(id));
+}
+
+/* Right after the send: the recipients are the engine's outbox entries. */
+static void order_sent(pdaemon *d, json_t *o, const char *mid) {
+  posp2p_peer *p = posp2p_uv_peer_engine(d->up);
+  size_t n = posp2p_peer_outbox_recipients(p, mid, NULL, 0);
+  const char **ids = n ? calloc(n, sizeof(*ids)) : NULL;
+  if (ids != NULL) {
+    n = posp2p_peer_outbox_recipients(p, mid, ids, n);
+    for (size_t i = 0; i < n; i++) order_add_recipient(o, ids[i]);
+  }
+  free(ids);
+  order_state(o);
 }
 
 void control_order_restored(const posp2p_peer_outbox_rec *rec,
@@ -88,26 +144,27 @@ void control_order_restored(const posp2p_peer_outbox_rec *rec,
   if (env->message_type != POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_ORDER_FORWARD ||
       env->payload_case != POSP2P__V2__ENVELOPE__PAYLOAD_ORDER_FORWARD || rec->custody)
     return;
-  if (json_object_get(d->orders, rec->message_id) != NULL) return;
-  const char *to = env->opt_to_device_id_case ? env->to_device_id : NULL;
-  int tt = env->opt_to_device_type_case ? (int)env->to_device_type : 0;
-  order_record(d, rec->message_id, env->order_forward->order_id, to, tt, true);
+  /* One outbox record per recipient still pending. */
+  json_t *o = json_object_get(d->orders, rec->message_id);
+  if (o == NULL) {
+    const char *to = env->opt_to_device_id_case ? env->to_device_id : NULL;
+    int tt = env->opt_to_device_type_case ? (int)env->to_device_type : 0;
+    o = order_record(d, rec->message_id, env->order_forward->order_id, to, tt, true);
+    if (o == NULL) return;
+  }
+  order_add_recipient(o, rec->recipient_id);
+  order_state(o);
 }
 
 static void order_update(pdaemon *d, const posp2p_peer_event *ev, bool acked) {
   json_t *o = json_object_get(d->orders, ev->message_id);
   if (o == NULL || ev->custody) return;
-  json_array_append_new(json_object_get(o, acked ? "acked_by" : "failed"),
-                        json_string(ev->device_id ? ev->device_id : ""));
+  const char *id = ev->device_id ? ev->device_id : "";
+  json_t *done = json_object_get(o, acked ? "acked_by" : "failed");
+  if (!id_in(done, id)) json_array_append_new(done, json_string(id));
+  id_remove(json_object_get(o, "pending"), id);
   json_object_set_new(o, "attempts", json_integer(ev->attempts));
-  if (json_is_string(json_object_get(o, "to"))) {
-    json_object_set_new(o, "state", json_string(acked ? "acked" : "failed"));
-  } else {
-    /* Broadcast / by type: one ack per recipient; "acked" once any came. */
-    if (acked) json_object_set_new(o, "state", json_string("acked"));
-    else if (json_array_size(json_object_get(o, "acked_by")) == 0)
-      json_object_set_new(o, "state", json_string("failed"));
-  }
+  order_state(o);
 }
 
 /* ---- Events ------------------------------------------------------------------- */
@@ -291,7 +348,8 @@ static void send_legacy(pdaemon *d, const char *cmd_name, json_t *req,
   }
   json_t *extra = json_pack("{s:s}", "message_id", mid);
   if (e->payload_case == POSP2P__V2__ENVELOPE__PAYLOAD_ORDER_FORWARD) {
-    order_record(d, mid, e->order_forward->order_id, to, to_type, false);
+    json_t *o = order_record(d, mid, e->order_forward->order_id, to, to_type, false);
+    if (o != NULL) order_sent(d, o, mid);
     json_object_set_new(extra, "order_id", json_string(e->order_forward->order_id));
   }
   if (e->payload_case == POSP2P__V2__ENVELOPE__PAYLOAD_ORDER_STATUS)

@@ -150,7 +150,8 @@ static void usage(FILE *f) {
 "  --handshake-ms N          handshake deadline (default: 10000)\n"
 "  --announce-ms N           discovery announce interval, 0 = never\n"
 "                            (default: 30000)\n"
-"  --reconnect-ms N          first reconnect delay, doubling (default: 500)\n"
+"  --reconnect-ms N          first reconnect delay, doubling up to 30000\n"
+"                            (default: 1000, the least SPEC CONN-22 allows)\n"
 "  --shutdown-ms N           graceful shutdown deadline (default: 3000)\n"
 "  --max-frame N             largest frame accepted (default: 1048576)\n"
 "  --max-connections N       (default: 1024)\n"
@@ -229,7 +230,7 @@ static int parse_opts(int argc, char **argv, daemon_opts *o) {
   o->announce_ms = 30000;
   o->max_frame = POSP2P_MAX_FRAME_DEFAULT;
   o->max_connections = 1024;
-  o->reconnect_ms = 500;
+  o->reconnect_ms = 1000; /* CONN-22: at least 1000 ms before the first attempt */
   o->shutdown_ms = 3000;
   o->wire = POSP2P_PEER_WIRE_AUTO;
   o->state_dir = "./posp2p-state";
@@ -506,28 +507,76 @@ static void disc_tick(uv_timer_t *t) {
   uv_timer_start(&d->disc_timer, disc_tick, d->disc_interval_ms, 0);
 }
 
+/* True while dev is connected, or a connection to it is under way. */
+static bool dev_live(const posp2p_peer_device *dev) {
+  return dev->conn != 0 || dev->status == POSP2P_DEV_CONNECTED ||
+         dev->status == POSP2P_DEV_CONNECTING;
+}
+
+/* --discover: a DEVICE event about a main POS (from a discovery RESPONSE or
+ * ANNOUNCE, or from a connection). The client keeps one connection, with
+ * reconnects, to one main POS (TOPO-4): the first that answered (TOPO-6).
+ * Another main POS is ignored while that one is connected or being
+ * connected to; it is taken instead only when the first one is down (its
+ * reconnects are stopped first, so there is never a second connection).
+ * When the chosen main POS shows up at another address or port while the
+ * client has no live connection to it (it restarted elsewhere), the client
+ * stops retrying the old address and connects to the new one. */
 static void maybe_connect_main(pdaemon *d, const posp2p_peer_device *dev) {
   if (!d->o.discover || d->shutting_down ||
       dev->type != POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_MAIN_POS ||
       dev->addr.port == 0 || strcmp(dev->id, d->id) == 0)
     return;
-  if (d->main_target_set && d->main_target.ip == dev->addr.ip &&
-      d->main_target.port == dev->addr.port)
-    return; /* already connecting there; the engine reconnects */
-  if (dev->status == POSP2P_DEV_CONNECTED || dev->status == POSP2P_DEV_CONNECTING)
-    return;
-  posp2p_conn_id conn = 0;
-  char a[22];
-  posp2p_uv_addr_format(&dev->addr, a);
-  int r = posp2p_uv_peer_connect(d->up, &dev->addr, POSP2P_PEER_WIRE_V2, dev->id, &conn);
-  if (r != 0) {
-    daemon_log(d, LOG_WARN, "discover: connect to main POS %s at %s: %s", dev->id, a,
-               posp2p_uv_strerror(r));
+  bool same = d->main_target_set && strcmp(d->main_id, dev->id) == 0;
+  if (same) {
+    if (d->main_target.ip == dev->addr.ip && d->main_target.port == dev->addr.port)
+      return; /* already connecting there; the engine reconnects */
+    if (dev->conn != 0 || dev->status == POSP2P_DEV_CONNECTED)
+      return; /* the address in use works */
+  } else if (d->main_target_set) {
+    const posp2p_peer_device *cur =
+        posp2p_peer_device_find(posp2p_uv_peer_engine(d->up), d->main_id);
+    if (cur != NULL && dev_live(cur)) return;
+  } else if (dev_live(dev)) {
     return;
   }
-  daemon_log(d, LOG_INFO, "discover: connecting to main POS %s at %s", dev->id, a);
-  d->main_target = dev->addr;
+  /* Stopping and opening connections fires events that come back here. */
+  if (d->main_switching) return;
+  d->main_switching = true;
+  /* dev belongs to the engine: copy what is needed across engine calls. */
+  char id[POSP2P_UUID_LEN + 1];
+  snprintf(id, sizeof(id), "%s", dev->id);
+  posp2p_addr to = dev->addr;
+  char a[22];
+  posp2p_uv_addr_format(&to, a);
+  if (d->main_target_set) {
+    char old[22];
+    posp2p_uv_addr_format(&d->main_target, old);
+    int r = posp2p_uv_peer_connect_stop(d->up, &d->main_target,
+                                        same ? "main POS moved" : "another main POS");
+    daemon_log(d, LOG_INFO, "discover: main POS %s now at %s: no longer connecting to %s%s",
+               id, a, old, r == POSP2P_ERR_NO_CONN ? " (nothing pending)" : "");
+    d->main_target_set = false;
+  }
+  posp2p_conn_id conn = 0;
+  int r = posp2p_uv_peer_connect(d->up, &to, POSP2P_PEER_WIRE_V2, id, &conn);
+  if (r != 0) {
+    daemon_log(d, LOG_WARN, "discover: connect to main POS %s at %s: %s", id, a,
+               posp2p_uv_strerror(r));
+    /* Other failures are retried by the engine's reconnect, which must be
+     * stoppable like any other: the target is recorded. */
+    if (r == POSP2P_ERR_INVAL || r == POSP2P_ERR_SHUTDOWN || r == POSP2P_ERR_STATE ||
+        d->o.reconnect_ms == 0) {
+      d->main_switching = false;
+      return;
+    }
+  } else {
+    daemon_log(d, LOG_INFO, "discover: connecting to main POS %s at %s", id, a);
+  }
+  snprintf(d->main_id, sizeof(d->main_id), "%s", id);
+  d->main_target = to;
   d->main_target_set = true;
+  d->main_switching = false;
 }
 
 static void on_event(posp2p_uv_peer *up, const posp2p_peer_event *ev, void *ud) {
@@ -715,7 +764,7 @@ static int run(pdaemon *d) {
     uv_timer_init(d->loop, &d->disc_timer);
     d->disc_timer.data = d;
     d->disc_timer_open = true;
-    d->disc_interval_ms = 250;
+    d->disc_interval_ms = 1000; /* DISC-13: at most one REQUEST per 1000 ms */
     (void)posp2p_uv_peer_discover(d->up);
     uv_timer_start(&d->disc_timer, disc_tick, d->disc_interval_ms, 0);
   }

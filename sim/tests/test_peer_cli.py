@@ -7,7 +7,9 @@ Run with: POSP2P_BUILD_DIR=<build> /usr/bin/python3 -m pytest sim/tests/test_pee
 import os
 import re
 import signal
+import socket
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -299,6 +301,150 @@ def test_discover_flag_connects_to_the_main_pos():
         main.wait_event("conn_ready", device__id=tab.device_id, timeout=15)
         assert main.terminate() == 0 and tab.terminate() == 0
     finally:
+        stop_all(peers)
+
+
+@pytest.mark.req("CONN-22")
+def test_default_reconnect_delay_follows_conn22():
+    """Without --reconnect-ms the first reconnect waits at least 1000 ms
+    (CONN-22), then doubles."""
+    rc, out, _ = run("--help")
+    assert "(default: 1000" in out.split("--reconnect-ms", 1)[1].split("--", 1)[0]
+    ip = loopback_ip()
+    dead = "%s:%d" % (ip, free_port("tcp", ip))  # nothing listens there
+    with Peer("--type", "kds", *base(), "--connect", dead, name="kds") as k:
+        first = k.wait_event("conn_closed", timeout=5)
+        second = k.wait_event(lambda e: e.get("event") == "conn_closed" and e is not first,
+                              timeout=5, since=k.lines().index(first) + 1)
+        gap = second["t_ms"] - first["t_ms"]
+        assert 950 <= gap <= 1800, gap
+        assert k.terminate() == 0
+
+
+@pytest.mark.req("TOPO-4", "DISC-7")
+def test_discover_follows_the_main_pos_to_its_new_address():
+    """A client that found its main POS by discovery: the main POS restarts
+    at another address and port (same device id). The client connects
+    there, and stops retrying the old address."""
+    udp = free_port("udp")
+    peers = []
+    old_ip, new_ip = loopback_ip(), loopback_ip()
+    mid = str(uuid.uuid4())
+    listener = None
+    try:
+        main = Peer("--type", "mainPOS", "--id", mid, "--bind", old_ip, "--tcp-port", "0",
+                    "--udp-port", str(udp), "--state-dir", "none", "--log-level", "warn",
+                    name="main")
+        peers.append(main)
+        old_port = main.tcp_port
+        tab = Peer("--type", "orderingTablet", *base(loopback_ip(), udp), "--discover",
+                   "--reconnect-ms", "200", name="tab")
+        peers.append(tab)
+        tab.wait_event("conn_ready", device__id=mid, timeout=15)
+        main.kill()
+        tab.wait_event("device", device__id=mid, device__status="disconnected", timeout=10)
+        # Something answers at the old address: every reconnect attempt
+        # there is counted (accepted and closed at once).
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((old_ip, old_port))
+        listener.listen(16)
+        listener.settimeout(0.05)
+        attempts = []
+
+        def drain(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    s, _ = listener.accept()
+                    attempts.append(time.monotonic())
+                    s.close()
+                except socket.timeout:
+                    pass
+
+        drain(1.0)
+        assert attempts, "the client retries the old address while the main POS is away"
+        # Back at a new address and port; it announces itself at start.
+        since = tab.mark()
+        main2 = Peer("--type", "mainPOS", "--id", mid, "--bind", new_ip, "--tcp-port", "0",
+                     "--udp-port", str(udp), "--state-dir", "none", "--log-level", "warn",
+                     name="main2")
+        peers.append(main2)
+        ready = tab.wait_event("conn_ready", device__id=mid, timeout=15, since=since)
+        assert ready["device"]["addr"] == new_ip
+        assert ready["device"]["port"] == main2.tcp_port
+        main2.wait_event("conn_ready", device__id=tab.device_id, timeout=5)
+        drain(0.3)  # an attempt that was already under way
+        n = len(attempts)
+        drain(2.0)  # 200 ms reconnects, doubling: several would come
+        assert len(attempts) == n, "still retrying the old address"
+        # One connection only (TOPO-4).
+        live = [d for d in tab.devices() if d["status"] == "connected"]
+        assert [d["id"] for d in live] == [mid]
+        assert tab.terminate() == 0
+    finally:
+        if listener is not None:
+            listener.close()
+        stop_all(peers)
+
+
+@pytest.mark.req("ACK-13", "ACK-16")
+def test_orders_record_every_recipient_of_a_broadcast():
+    """orders: a by-type order stays "partial" while a recipient has not
+    acknowledged it, listing who is still pending; "acked" when all have."""
+    udp = free_port("udp")
+    peers = []
+    try:
+        main = Peer("--type", "mainPOS", "--name", "main", *base(loopback_ip(), udp),
+                    "--ack-timeout-ms", "300", name="main")
+        peers.append(main)
+        tabs = []
+        for n in ("tab1", "tab2"):
+            t = Peer("--type", "orderingTablet", "--name", n, *base(loopback_ip(), udp),
+                     "--connect", main.tcp, "--reconnect-ms", "100", name=n)
+            peers.append(t)
+            tabs.append(t)
+            main.wait_event("conn_ready", device__id=t.device_id)
+        tab1, tab2 = tabs
+        tab2.signal(signal.SIGSTOP)  # reads nothing, acknowledges nothing
+        r = main.call("send_order", to_type="orderingTablet", order=ORDER)
+        mid = r["message_id"]
+        main.wait_event("ack", message_id=mid, device_id=tab1.device_id)
+
+        def rec():
+            return [o for o in main.call("orders")["orders"] if o["message_id"] == mid][0]
+
+        o = rec()
+        assert o["state"] == "partial", o
+        assert sorted(o["recipients"]) == sorted([tab1.device_id, tab2.device_id])
+        assert o["acked_by"] == [tab1.device_id]
+        assert o["pending"] == [tab2.device_id]
+        assert o["failed"] == []
+        tab2.signal(signal.SIGCONT)
+        main.wait_event("ack", message_id=mid, device_id=tab2.device_id, timeout=10)
+        o = rec()
+        assert o["state"] == "acked" and o["pending"] == []
+        assert sorted(o["acked_by"]) == sorted(o["recipients"])
+        # A directed order: its one recipient.
+        r = main.call("send_order", to=tab1.device_id, order=ORDER)
+        main.wait_event("ack", message_id=r["message_id"])
+        o = [x for x in main.call("orders")["orders"] if x["message_id"] == r["message_id"]][0]
+        assert o["state"] == "acked" and o["recipients"] == [tab1.device_id]
+        # Nobody of that type connected: nothing to wait for.
+        r = main.call("send_order", to_type="kds", order=ORDER)
+        o = [x for x in main.call("orders")["orders"] if x["message_id"] == r["message_id"]][0]
+        assert o["state"] == "no_recipients" and o["recipients"] == []
+        # A client's broadcast is the main POS's to deliver (ACK-16).
+        r = tab1.call("send_order", order=ORDER)
+        tab1.wait_event("ack", message_id=r["message_id"])
+        o = [x for x in tab1.call("orders")["orders"] if x["message_id"] == r["message_id"]][0]
+        assert o["recipients"] == [main.device_id] and o["state"] == "acked"
+        for p in peers:
+            assert p.terminate() == 0
+    finally:
+        for p in peers:
+            if p.running():
+                p.signal(signal.SIGCONT)
         stop_all(peers)
 
 

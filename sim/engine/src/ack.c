@@ -158,7 +158,7 @@ void posp2p__obx_fail_mid(posp2p_peer *p, const posp2p__uuid *mid, int code) {
 }
 
 bool posp2p__obx_transmit(posp2p_peer *p, posp2p__obx *o) {
-  posp2p__conn *c = posp2p__route_conn(p, &o->rcpt, !o->custody);
+  posp2p__conn *c = posp2p__route_conn_dial(p, &o->rcpt, !o->custody);
   if (c == NULL) {
     o->need_send = true;
     return false;
@@ -199,6 +199,19 @@ void posp2p__obx_flush_for(posp2p_peer *p, posp2p__conn *c) {
     if (posp2p__route_conn(p, &o->rcpt, !o->custody) != c) continue;
     if (!posp2p__obx_transmit(p, o)) break; /* queue full: keep the order */
   }
+}
+
+size_t posp2p_peer_outbox_recipients(const posp2p_peer *p, const char *message_id,
+                                     const char **ids, size_t max) {
+  posp2p__uuid mid;
+  if (p == NULL || !posp2p__uuid_parse(message_id, &mid)) return 0;
+  size_t n = 0;
+  for (const posp2p__obx *o = p->obx_head; o != NULL; o = o->next) {
+    if (memcmp(o->mid.b, mid.b, 16) != 0) continue;
+    if (ids != NULL && n < max) ids[n] = o->rcpt_txt;
+    n++;
+  }
+  return n;
 }
 
 void posp2p__obx_free_all(posp2p_peer *p) {

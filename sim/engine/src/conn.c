@@ -154,6 +154,7 @@ static int queue_push(posp2p_peer *p, posp2p__conn *c, posp2p__blob *blob,
   }
   if (q->next == NULL) c->qtail = q;
   c->queued += item_len(q);
+  c->last_out_ms = p->now;
   p->stats.frames_out++;
   want_write(p, c);
   return 0;
@@ -299,7 +300,9 @@ int posp2p_peer_conn_consumed(posp2p_peer *p, posp2p_conn_id id, size_t n,
                             .text = "queue drained"};
     posp2p__emit(p, &ev);
   }
+  c->last_out_ms = now_ms;
   if (c->state == POSP2P_CONN_CLOSING && c->queued == 0) request_close(p, c);
+  else if (c->oneshot && c->queued == 0 && !c->dead) posp2p__conn_timer_update(p, c);
   POSP2P__LEAVE(p);
   return 0;
 }
@@ -349,6 +352,14 @@ static void conn_gone(posp2p_peer *p, posp2p__conn *c, int code, const char *tex
                       bool is_error) {
   if (c->dead) return;
   unbind_device(p, c, is_error);
+  if (c->dev == NULL && c->has_expected) {
+    /* An outgoing attempt that never identified its device (connect
+     * failed, or closed before the HELLO): the CONNECTING status that
+     * posp2p_peer_connect gave the expected device ends with it. */
+    posp2p__device *d = posp2p__dev_find(p, &c->expected);
+    if (d != NULL && d->conn == NULL && d->pub.status == POSP2P_DEV_CONNECTING)
+      posp2p__dev_set_status(p, d, is_error ? POSP2P_DEV_ERROR : POSP2P_DEV_DISCONNECTED);
+  }
   posp2p__reconnect *r = c->reconnect;
   c->reconnect = NULL;
   conn_unlink(p, c);
@@ -380,6 +391,30 @@ int posp2p_peer_conn_closed(posp2p_peer *p, posp2p_conn_id id, int code,
     conn_gone(p, c, code ? code : POSP2P_ERR_PEER_CLOSED,
               code ? "connection reset" : "closed by remote", code != 0);
   }
+  POSP2P__LEAVE(p);
+  return 0;
+}
+
+/* The remote finished sending (TCP FIN) but may still read. A complete
+ * message is never lost to the half-close: everything received before it
+ * has been handled, and what that produced (a legacy acknowledgement on a
+ * one-message connection, LEGACY-11 and LEGACY-17) is still in the queue.
+ * So EOF begins a graceful close on both wires: the queue is written out,
+ * then the transport is asked to close (on v2 this is the CLOSING state of
+ * SPEC 4.6 "TCP closed by peer": flush, no new frames). An incomplete frame
+ * or line is discarded (FRAME-13). Messages for the device that arrive
+ * later are not queued here: a legacy device is then reached on a new
+ * connection (LEGACY-15, LEGACY-17). */
+int posp2p_peer_conn_eof(posp2p_peer *p, posp2p_conn_id id, uint64_t now_ms) {
+  if (p == NULL) return POSP2P_ERR_INVAL;
+  posp2p__conn *c = posp2p__conn_find(p, id);
+  if (c == NULL) return POSP2P_ERR_NO_CONN;
+  if (c->state == POSP2P_CONN_CONNECTING) return POSP2P_ERR_STATE;
+  POSP2P__ENTER(p, now_ms);
+  c->remote_eof = true;
+  /* Already closing (our GOODBYE, a violation): that close goes on. */
+  if (c->state != POSP2P_CONN_CLOSING)
+    posp2p__conn_start_close(p, c, POSP2P_ERR_PEER_CLOSED, "closed by remote", false);
   POSP2P__LEAVE(p);
   return 0;
 }
@@ -556,7 +591,8 @@ posp2p__conn *posp2p__conn_bind(posp2p_peer *p, posp2p__conn *c, posp2p__device 
 void posp2p__conn_ready(posp2p_peer *p, posp2p__conn *c) {
   c->state = POSP2P_CONN_READY;
   c->hs = HS_NONE;
-  c->next_hb_ms = p->now + posp2p__hb_interval(p, c);
+  /* A one-shot legacy connection is closed once idle: no heartbeats. */
+  c->next_hb_ms = c->oneshot ? UINT64_MAX : p->now + posp2p__hb_interval(p, c);
   if (c->reconnect != NULL) c->reconnect->delay_ms = p->cfg.reconnect_ms;
   posp2p__conn_timer_update(p, c);
   if (c->dev != NULL) {
@@ -684,7 +720,9 @@ int posp2p_peer_conn_connected(posp2p_peer *p, posp2p_conn_id id, uint64_t now_m
     c->ndjson_init = true;
     c->selected_version = 1;
     c->state = POSP2P_CONN_READY;
-    (void)send_device_info(p, c);
+    /* LEGACY-13 asks for deviceInfo first on a long-lived connection; a
+     * one-shot connection only carries what was queued for the device. */
+    if (!c->oneshot) (void)send_device_info(p, c);
     if (c->has_expected) {
       bool created;
       posp2p__device *d = posp2p__dev_get(p, &c->expected, &created);
@@ -714,27 +752,126 @@ int posp2p_peer_conn_connected(posp2p_peer *p, posp2p_conn_id id, uint64_t now_m
   return 0;
 }
 
+/* Forget r: its timer, its place in the list, its link to an attempt. */
+static void reconnect_free(posp2p_peer *p, posp2p__reconnect *r) {
+  if (r->conn != NULL) r->conn->reconnect = NULL;
+  posp2p__timer_stop(p, &r->timer);
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    p->reconnects = r->next;
+  if (r->next) r->next->prev = r->prev;
+  posp2p__free(p, r);
+}
+
+static void close_graceful(posp2p_peer *p, posp2p__conn *c, const char *reason) {
+  if (c->reconnect != NULL) reconnect_free(p, c->reconnect);
+  send_goodbye(p, c, reason);
+  posp2p__conn_start_close(p, c, 0, reason ? reason : "closed", false);
+}
+
 int posp2p_peer_conn_close(posp2p_peer *p, posp2p_conn_id id, const char *reason,
                            uint64_t now_ms) {
   if (p == NULL) return POSP2P_ERR_INVAL;
   posp2p__conn *c = posp2p__conn_find(p, id);
   if (c == NULL) return POSP2P_ERR_NO_CONN;
   POSP2P__ENTER(p, now_ms);
-  if (c->reconnect != NULL) {
-    posp2p__reconnect *r = c->reconnect;
-    c->reconnect = NULL;
-    posp2p__timer_stop(p, &r->timer);
-    if (r->prev)
-      r->prev->next = r->next;
-    else
-      p->reconnects = r->next;
-    if (r->next) r->next->prev = r->prev;
-    posp2p__free(p, r);
-  }
-  send_goodbye(p, c, reason);
-  posp2p__conn_start_close(p, c, 0, reason ? reason : "closed", false);
+  close_graceful(p, c, reason);
   POSP2P__LEAVE(p);
   return 0;
+}
+
+static bool addr_eq(const posp2p_addr *a, const posp2p_addr *b) {
+  return a->ip == b->ip && a->port == b->port;
+}
+
+int posp2p_peer_connect_stop(posp2p_peer *p, const posp2p_addr *to, const char *reason,
+                             uint64_t now_ms) {
+  if (p == NULL || to == NULL) return POSP2P_ERR_INVAL;
+  POSP2P__ENTER(p, now_ms);
+  size_t n = 0;
+  /* A reconnect either waits for its timer (no connection) or follows its
+   * current attempt; both end here. */
+  posp2p__reconnect *r = p->reconnects, *rnext;
+  for (; r != NULL; r = rnext) {
+    rnext = r->next;
+    if (!addr_eq(&r->to, to)) continue;
+    n++;
+    posp2p__conn *c = r->conn;
+    reconnect_free(p, r);
+    if (c != NULL && !c->dead && c->state != POSP2P_CONN_CLOSING) close_graceful(p, c, reason);
+    /* Closing may have run callbacks that changed the list. */
+    rnext = p->reconnects;
+  }
+  /* Connections made without a reconnect (reconnect_ms 0). */
+  posp2p__conn *c, *cnext;
+  for (c = p->conns; c != NULL; c = cnext) {
+    cnext = c->next;
+    if (!c->outgoing || c->oneshot || c->dead || c->state == POSP2P_CONN_CLOSING ||
+        !addr_eq(&c->remote, to))
+      continue;
+    n++;
+    close_graceful(p, c, reason);
+    cnext = p->conns;
+  }
+  POSP2P__LEAVE(p);
+  return n ? 0 : POSP2P_ERR_NO_CONN;
+}
+
+/* ---- One-shot legacy connections (LEGACY-14, LEGACY-15) ---------------------------------
+ * A legacy device is reached on the connection it opened while that is
+ * open; once it closed it (the reference opens one connection per message)
+ * the device still counts as connected for device_timeout_ms after its last
+ * message, and what is sent to it meanwhile goes on a new connection to its
+ * address: the source address of its last connection and the port of its
+ * last deviceInfo or legacy discovery response (8766 if none). The
+ * reference writes a message on such a connection and closes it; this
+ * engine keeps it while there is traffic, so that the device can answer on
+ * it (LEGACY-17) and several messages share it, and closes it after
+ * ONESHOT_IDLE_MS of silence: the recipient's ack deadline (LEGACY-17). */
+#define ONESHOT_IDLE_MS 1000u
+
+static uint64_t oneshot_idle_due(const posp2p__conn *c) {
+  uint64_t last = c->last_heard_ms > c->last_out_ms ? c->last_heard_ms : c->last_out_ms;
+  return last + ONESHOT_IDLE_MS;
+}
+
+bool posp2p__legacy_reachable(const posp2p_peer *p, const posp2p__device *d) {
+  if (d == NULL || d->conn != NULL || d->pub.wire != POSP2P_PEER_WIRE_LEGACY ||
+      d->pub.addr.ip == 0)
+    return false;
+  uint64_t seen = d->pub.last_seen_ms;
+  if (seen == 0 || seen > p->now) return false;
+  return p->now - seen < p->cfg.device_timeout_ms;
+}
+
+posp2p__conn *posp2p__legacy_dial(posp2p_peer *p, posp2p__device *d) {
+  if (!p->started || p->shutting_down) return NULL;
+  for (posp2p__conn *c = p->conns; c != NULL; c = c->next)
+    if (c->oneshot && !c->dead && c->state != POSP2P_CONN_CLOSING && !c->remote_eof &&
+        memcmp(c->expected.b, d->key.b, 16) == 0)
+      return c;
+  if (p->nconns >= p->cfg.max_connections) return NULL;
+  posp2p_addr to = {d->pub.addr.ip,
+                    d->pub.addr.port ? d->pub.addr.port : (uint16_t)POSP2P_DATA_PORT};
+  posp2p__conn *c = conn_new(p, &to, true, p->now);
+  if (c == NULL) return NULL;
+  c->state = POSP2P_CONN_CONNECTING;
+  c->wire = POSP2P_PEER_WIRE_LEGACY;
+  c->has_expected = true;
+  c->expected = d->key;
+  c->oneshot = true;
+  posp2p__conn_timer_update(p, c);
+  posp2p_conn_id id = c->id;
+  if (p->cb.conn_connect != NULL) {
+    int rc = p->cb.conn_connect(p, id, &to, p->user_data);
+    if (rc < 0) {
+      c = posp2p__conn_find(p, id);
+      if (c != NULL) conn_gone(p, c, rc, "connect request failed", true);
+      return NULL;
+    }
+  }
+  return posp2p__conn_find(p, id);
 }
 
 /* ---- Reconnect --------------------------------------------------------------------------- */
@@ -792,6 +929,7 @@ void posp2p__conn_timer_update(posp2p_peer *p, posp2p__conn *c) {
   case POSP2P_CONN_READY: {
     uint64_t to = c->last_heard_ms + p->cfg.device_timeout_ms;
     due = c->next_hb_ms < to ? c->next_hb_ms : to;
+    if (c->oneshot && c->queued == 0 && oneshot_idle_due(c) < due) due = oneshot_idle_due(c);
     break;
   }
   case POSP2P_CONN_CLOSING:
@@ -844,6 +982,10 @@ void posp2p__conn_on_timer(posp2p_peer *p, posp2p__conn *c, uint64_t now) {
       }
       send_goodbye(p, c, "timeout");
       posp2p__conn_start_close(p, c, POSP2P_ERR_TIMEOUT, "device timeout", false);
+      return;
+    }
+    if (c->oneshot && c->queued == 0 && now >= oneshot_idle_due(c)) {
+      posp2p__conn_start_close(p, c, 0, "one-shot legacy connection idle", false);
       return;
     }
     if (now >= c->next_hb_ms) {
@@ -1014,6 +1156,24 @@ static void handle_frame(posp2p_peer *p, posp2p__conn *c, const uint8_t *body, s
                            e->message_id, false, "HELLO after the handshake");
     /* HELLO-16: otherwise ignored; it still counts as traffic (HB-8). */
     return;
+  }
+  if (p->is_main && !c->outgoing && c->dev != NULL) {
+    /* MSG-6: a client sends the main POS only what it originates itself.
+     * (Relayed frames keep their originator's id, but they travel from the
+     * main POS to clients, never on this side of a client's connection.)
+     * Rejected like any invalid message (MSG-30): not delivered, relayed
+     * or acknowledged, the connection stays open; an ERROR is dropped
+     * without a reply (ERR-5). */
+    posp2p__uuid from;
+    if (!posp2p__uuid_parse(e->from_device_id, &from) ||
+        memcmp(from.b, c->dev->key.b, 16) != 0) {
+      posp2p__conn_violation(p, c, e->message_type == MT(ERROR) ? 0 : EC(INVALID_MESSAGE),
+                             POSP2P_ERR_BAD_ID, REQ_MSG_FROM, e->message_id, false,
+                             "from_device_id %s is not %s, the device id of this "
+                             "connection's HELLO",
+                             e->from_device_id, c->dev->pub.id);
+      return;
+    }
   }
   posp2p__route_recv(p, c, e, body, len, p->now);
 }

@@ -44,6 +44,7 @@
 #define REQ_FRAME_VARINT "FRAME-6"
 #define REQ_FRAME_BODY "FRAME-7"
 #define REQ_FRAME_PEER_MAX "FRAME-10"
+#define REQ_MSG_FROM "MSG-6"
 #define REQ_MSG_TYPE "MSG-11"
 #define REQ_MSG_INVALID "MSG-30"
 #define REQ_ROUTE_UNKNOWN "ROUTE-5"
@@ -198,6 +199,9 @@ struct posp2p__conn {
   bool goodbye_sent;
   bool can_frame;        /* our v2 preface is queued: frames may follow */
   bool has_expected;
+  bool remote_eof;       /* the remote finished sending (posp2p_peer_conn_eof) */
+  bool oneshot;          /* LEGACY-15: opened to deliver to a legacy device
+                            that had no connection; closed once idle */
   uint8_t close_code_err;  /* error kind for the registry (0 ok, 1 error) */
   int close_code;          /* posp2p_peer_err reported in CONN_CLOSED */
   const char *close_text;  /* static reason */
@@ -220,6 +224,7 @@ struct posp2p__conn {
   /* timers (engine clock) */
   uint64_t created_ms;
   uint64_t last_heard_ms;
+  uint64_t last_out_ms;  /* last time bytes were queued or written */
   uint64_t next_hb_ms;
   uint64_t linger_ms;    /* forced close deadline while CLOSING */
   uint64_t hb_seq;
@@ -287,6 +292,14 @@ posp2p__conn *posp2p__conn_bind(posp2p_peer *p, posp2p__conn *c,
 void posp2p__conn_ready(posp2p_peer *p, posp2p__conn *c);
 void posp2p__reconnect_on_timer(posp2p_peer *p, posp2p__reconnect *r,
                                 uint64_t now);
+/* LEGACY-14: d is a legacy device that counts as connected (heard within
+ * device_timeout_ms, address known) but has no open connection. */
+bool posp2p__legacy_reachable(const posp2p_peer *p, const posp2p__device *d);
+/* LEGACY-15: the connection that delivers to such a device: an earlier
+ * one-shot connection to it that is still usable, else a new one (state
+ * CONNECTING; bytes queued on it go out once it is established, and it is
+ * closed once idle). NULL if it cannot be opened. */
+posp2p__conn *posp2p__legacy_dial(posp2p_peer *p, posp2p__device *d);
 void posp2p__reconnect_free_all(posp2p_peer *p);
 
 /* ---- Outbox, dedup, status order (ack.c) ---------------------------------- */
@@ -352,6 +365,11 @@ void posp2p__route_recv(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
  * clients) the one to the main POS. NULL if none. */
 posp2p__conn *posp2p__route_conn(posp2p_peer *p, const posp2p__uuid *rcpt,
                                  bool allow_via_main);
+/* As posp2p__route_conn, and when nothing else leads to rcpt but it is a
+ * reachable legacy device, a one-shot connection to it (LEGACY-15). Only
+ * for callers about to queue something for rcpt: it opens connections. */
+posp2p__conn *posp2p__route_conn_dial(posp2p_peer *p, const posp2p__uuid *rcpt,
+                                      bool allow_via_main);
 posp2p__conn *posp2p__main_conn(posp2p_peer *p);
 /* Fill the common fields of an engine-originated envelope. */
 void posp2p__env_prepare(posp2p_peer *p, posp2p_envelope *e, int type,

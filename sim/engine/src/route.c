@@ -98,6 +98,32 @@ posp2p__conn *posp2p__route_conn(posp2p_peer *p, const posp2p__uuid *rcpt,
   return NULL;
 }
 
+posp2p__conn *posp2p__route_conn_dial(posp2p_peer *p, const posp2p__uuid *rcpt,
+                                      bool allow_via_main) {
+  posp2p__conn *c = posp2p__route_conn(p, rcpt, allow_via_main);
+  if (c != NULL) return c;
+  posp2p__device *d = posp2p__dev_find(p, rcpt);
+  return posp2p__legacy_reachable(p, d) ? posp2p__legacy_dial(p, d) : NULL;
+}
+
+/* Calls fn for every legacy device of the type filter (-1: any) that
+ * counts as connected without an open connection (LEGACY-14), except skip,
+ * with the one-shot connection that reaches it (LEGACY-15). By index, and
+ * re-reading the registry each time: opening a connection runs callbacks. */
+static void each_dialled(posp2p_peer *p, const posp2p__uuid *skip, int type_filter,
+                         void (*fn)(posp2p_peer *p, posp2p__conn *c, posp2p__device *d,
+                                    void *ud),
+                         void *ud) {
+  for (uint32_t i = 0; i < p->ndevices; i++) {
+    posp2p__device *d = p->devices[i];
+    if (!posp2p__legacy_reachable(p, d)) continue;
+    if (skip != NULL && memcmp(d->key.b, skip->b, 16) == 0) continue;
+    if (type_filter >= 0 && d->pub.type != type_filter) continue;
+    posp2p__conn *c = posp2p__legacy_dial(p, d);
+    if (c != NULL && i < p->ndevices && p->devices[i] == d) fn(p, c, d, ud);
+  }
+}
+
 static void backpressure(posp2p_peer *p, posp2p__conn *c) {
   if (c->backpressured) return;
   c->backpressured = true;
@@ -124,9 +150,11 @@ void posp2p__send_ack(posp2p_peer *p, posp2p__conn *c, const char *orig_id,
   /* The ack goes back the way the message came (towards the originator);
    * if that connection is closing, by the normal route. */
   if (c == NULL || c->dead || c->state != POSP2P_CONN_READY) {
+    /* LEGACY-17: a legacy sender whose connection is gone gets it on a
+     * new connection to its known address; with no address it is dropped. */
     posp2p__uuid o;
     if (!posp2p__uuid_parse(orig_id, &o)) return;
-    c = posp2p__route_conn(p, &o, true);
+    c = posp2p__route_conn_dial(p, &o, true);
     if (c == NULL) return;
   }
   if (posp2p__conn_send_env(p, c, &e, NULL, Q_CONTROL) == 0) p->stats.acks_sent++;
@@ -227,7 +255,14 @@ static void relay_directed(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
     route_error(p, c, e, EC(UNKNOWN_DEVICE), REQ_ROUTE_UNKNOWN, "destination device unknown");
     return;
   }
-  if (d->conn == NULL || d->conn->state != POSP2P_CONN_READY) {
+  posp2p__conn *t = d->conn != NULL && d->conn->state == POSP2P_CONN_READY ? d->conn : NULL;
+  if (t == NULL && posp2p__legacy_reachable(p, d)) {
+    /* LEGACY-14, LEGACY-15: still connected, on a new connection. If it
+     * cannot be opened the message is dropped; the originator retransmits. */
+    t = posp2p__legacy_dial(p, d);
+    if (t == NULL) return;
+  }
+  if (t == NULL) {
     route_error(p, c, e, EC(DEVICE_OFFLINE), REQ_ROUTE_OFFLINE,
                 "destination device is not connected");
     return;
@@ -235,11 +270,11 @@ static void relay_directed(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
   posp2p__qclass cls = (e->message_type == MT(ACKNOWLEDGEMENT) || e->message_type == MT(ERROR))
                            ? Q_CONTROL
                            : Q_DATA;
-  int rc = forward_on(p, d->conn, e, *body, cls);
+  int rc = forward_on(p, t, e, *body, cls);
   if (rc == 0) {
     p->stats.relayed++;
   } else if (rc == POSP2P_ERR_QUEUE_FULL) {
-    backpressure(p, d->conn);
+    backpressure(p, t);
     route_error(p, c, e, EC(QUEUE_FULL), REQ_ROUTE_QUEUE, "destination queue full");
   } else if (rc == POSP2P_ERR_FRAME_TOO_LARGE) {
     route_error(p, c, e, EC(INVALID_MESSAGE), REQ_FRAME_PEER_MAX,
@@ -247,6 +282,26 @@ static void relay_directed(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
   } else {
     route_error(p, c, e, EC(INTERNAL), "", posp2p_peer_strerror(rc));
   }
+}
+
+typedef struct {
+  posp2p_envelope *e;
+  posp2p__blob *body;
+  posp2p__uuid mid;
+  bool acked;
+  uint8_t prio;
+  uint32_t origin;
+} fanout_ctx;
+
+/* One recipient of a message in custody: send it and track it (ACK-13). */
+static void fanout_one(posp2p_peer *p, posp2p__conn *t, posp2p__device *d, void *ud) {
+  fanout_ctx *fc = ud;
+  int rc = forward_on(p, t, fc->e, fc->body, Q_DATA);
+  if (rc == 0) p->stats.relayed++;
+  if (rc == POSP2P_ERR_QUEUE_FULL) backpressure(p, t);
+  if (fc->acked)
+    posp2p__obx_add(p, &fc->mid, &d->key, fc->body, fc->origin, fc->prio, true,
+                    rc == 0 ? 1 : 0, rc != 0, true, p->now, NULL);
 }
 
 /* Broadcast or by-type at the main POS: deliver locally when it is a
@@ -292,20 +347,18 @@ static void custody_fanout(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
     *body = posp2p__env_pack(p, e);
     if (*body == NULL) return;
   }
-  uint8_t prio = (uint8_t)posp2p_envelope_priority(e);
-  uint32_t origin = origin_hash(e->from_device_id);
+  fanout_ctx fc = {.e = e, .body = *body, .mid = mid, .acked = acked,
+                    .prio = (uint8_t)posp2p_envelope_priority(e),
+                    .origin = origin_hash(e->from_device_id)};
   for (posp2p__conn *t = p->conns; t != NULL; t = t->next) {
     if (t == c || t->state != POSP2P_CONN_READY || t->dev == NULL || t->dev->conn != t)
       continue;
     if (memcmp(t->dev->key.b, from.b, 16) == 0) continue;
     if (type_filter >= 0 && t->dev->pub.type != type_filter) continue;
-    int rc = forward_on(p, t, e, *body, Q_DATA);
-    if (rc == 0) p->stats.relayed++;
-    if (rc == POSP2P_ERR_QUEUE_FULL) backpressure(p, t);
-    if (acked)
-      posp2p__obx_add(p, &mid, &t->dev->key, *body, origin, prio, true, rc == 0 ? 1 : 0,
-                      rc != 0, true, p->now, NULL);
+    fanout_one(p, t, t->dev, &fc);
   }
+  /* Legacy recipients without an open connection (LEGACY-14, LEGACY-15). */
+  each_dialled(p, &from, type_filter, fanout_one, &fc);
   if (local) {
     p->stats.delivered++;
     posp2p_peer_event ev = {.type = POSP2P_PEER_EV_MESSAGE,
@@ -425,6 +478,21 @@ typedef struct {
   posp2p__uuid rcpt;
 } target;
 
+typedef struct {
+  target *tg;
+  size_t *ntg;
+  size_t cap;
+} targets_ctx;
+
+static void add_target(posp2p_peer *p, posp2p__conn *c, posp2p__device *d, void *ud) {
+  (void)p;
+  targets_ctx *tc = ud;
+  if (*tc->ntg >= tc->cap) return;
+  tc->tg[*tc->ntg].c = c;
+  tc->tg[*tc->ntg].rcpt = d->key;
+  (*tc->ntg)++;
+}
+
 int posp2p_peer_send(posp2p_peer *p, const posp2p_envelope *msg, uint64_t now_ms,
                      char message_id_out[POSP2P_UUID_LEN + 1]) {
   if (p == NULL || msg == NULL) return POSP2P_ERR_INVAL;
@@ -479,7 +547,7 @@ int posp2p_peer_send(posp2p_peer *p, const posp2p_envelope *msg, uint64_t now_ms
   }
   if (has_to(&e)) {
     posp2p__device *d = posp2p__dev_find(p, &to);
-    posp2p__conn *c = posp2p__route_conn(p, &to, true);
+    posp2p__conn *c = posp2p__route_conn_dial(p, &to, true);
     if (c == NULL) {
       rc = !p->is_main ? POSP2P_ERR_NO_ROUTE
            : d == NULL ? POSP2P_ERR_UNKNOWN_DEVICE
@@ -497,8 +565,9 @@ int posp2p_peer_send(posp2p_peer *p, const posp2p_envelope *msg, uint64_t now_ms
       one.rcpt = mc->dev->key;
       ntg = 1;
     } else {
-      size_t n = 0;
-      for (posp2p__conn *c = p->conns; c != NULL; c = c->next) n++;
+      /* Every connection, plus every legacy device reached on a one-shot
+       * connection (at most one per registry entry). */
+      size_t n = p->nconns + p->ndevices;
       tg = n ? posp2p__alloc(p, n * sizeof *tg) : &one;
       if (tg == NULL) {
         tg = &one;
@@ -511,6 +580,10 @@ int posp2p_peer_send(posp2p_peer *p, const posp2p_envelope *msg, uint64_t now_ms
         tg[ntg].c = c;
         tg[ntg].rcpt = c->dev->key;
         ntg++;
+      }
+      if (p->is_main) {
+        targets_ctx tc = {tg, &ntg, n};
+        each_dialled(p, NULL, filter, add_target, &tc);
       }
       if (ntg == 0 && !p->is_main) {
         rc = POSP2P_ERR_NO_ROUTE;

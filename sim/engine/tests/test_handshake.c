@@ -381,4 +381,41 @@ PTEST(shutdown_closes_everything) {
   tn_free(net);
 }
 
+static size_t conn_closed_count(const tn_node *n) { return tn_count(n, POSP2P_PEER_EV_CONN_CLOSED); }
+
+/* A device that moved (a main POS back at another address): the client
+ * stops reconnecting to the old address. And a failed attempt does not
+ * leave the expected device "connecting" for ever. */
+PTEST(connect_stop_ends_the_reconnects_to_an_address) {
+  tn_net *net = tn_new();
+  posp2p_peer_config cfg;
+  tn_config(&cfg, TABLET, "tablet");
+  cfg.reconnect_ms = 100;
+  tn_node *t = tn_add(net, &cfg);
+  posp2p_addr old = {0x7f0000c8u, 9999}; /* nobody there */
+  posp2p_conn_id c = 0;
+  PT_CHECK(posp2p_peer_connect(t->p, &old, POSP2P_PEER_WIRE_V2, tn_uuid(9), net->now, &c) < 0);
+  const posp2p_peer_device *d = posp2p_peer_device_find(t->p, tn_uuid(9));
+  PT_CHECK(d != NULL && d->status == POSP2P_DEV_ERROR);
+  tn_run_for(net, 1000);
+  size_t attempts = conn_closed_count(t);
+  PT_CHECK(attempts >= 3);
+  PT_EQ_INT(posp2p_peer_connect_stop(t->p, &old, "moved", net->now), 0);
+  tn_run_for(net, 5000);
+  PT_EQ_INT(conn_closed_count(t), attempts);
+  PT_EQ_INT(posp2p_peer_connect_stop(t->p, &old, "moved", net->now), POSP2P_ERR_NO_CONN);
+  PT_EQ_INT(posp2p_peer_connect_stop(t->p, NULL, "moved", net->now), POSP2P_ERR_INVAL);
+  /* A live connection is closed gracefully and not reopened. */
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_connect(net, t, m, POSP2P_PEER_WIRE_V2);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 1);
+  PT_EQ_INT(posp2p_peer_connect_stop(t->p, &m->addr, "moved", net->now), 0);
+  tn_run_for(net, 3000);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 0);
+  PT_EQ_INT(posp2p_peer_conn_count(t->p), 0);
+  const tn_event *ce = tn_last(m, POSP2P_PEER_EV_CONN_CLOSED);
+  PT_CHECK(ce != NULL && strcmp(ce->text, "goodbye received") == 0);
+  tn_free(net);
+}
+
 int main(int argc, char **argv) { return ptest_main(argc, argv); }

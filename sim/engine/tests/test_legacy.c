@@ -158,4 +158,201 @@ PTEST(auto_detect_serves_both_wires_at_once) {
   tn_free(net);
 }
 
+/* LEGACY-11, LEGACY-17: a sender that writes one line and half-closes
+ * (shutdown(SHUT_WR)) still reads the acknowledgement: the line and the
+ * EOF arrive together, before the engine's queue is written out, and the
+ * EOF must not throw the queued acknowledgement away. */
+PTEST(half_closed_one_message_connection_gets_its_ack) {
+  tn_net *net = tn_new();
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_link *l = tn_raw_connect(net, m);
+  posp2p_envelope e;
+  Posp2p__V2__OrderForward of;
+  make_order(&e, &of, tn_uuid(51), tn_uuid(50), posp2p_peer_device_id(m->p), "one-shot");
+  char line[4096];
+  size_t n = legacy_line(&e, line, sizeof line);
+  net->pause_links = true;
+  tn_raw_send(net, l, line, n);
+  tn_raw_shutdown(net, l);
+  net->pause_links = false;
+  tn_pump(net);
+  PT_EQ_INT(tn_count_msg(m, MT(ORDER_FORWARD)), 1);
+  char *out = take_text(net, l);
+  PT_CHECK(strstr(out, "\"messageType\":\"acknowledgement\"") != NULL);
+  PT_CHECK(strstr(out, tn_uuid(51)) != NULL);
+  free(out);
+  /* Then the engine closes its side: the connection ended normally. */
+  PT_CHECK(tn_raw_closed(l));
+  const tn_event *cl = tn_last(m, POSP2P_PEER_EV_CONN_CLOSED);
+  PT_CHECK(cl != NULL && cl->code == POSP2P_ERR_PEER_CLOSED);
+  PT_EQ_INT(posp2p_peer_device_find(m->p, tn_uuid(50))->status, POSP2P_DEV_DISCONNECTED);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 0);
+  tn_free(net);
+}
+
+/* EOF on the v2 wire is a close (SPEC 4.6: flush, no new frames). */
+PTEST(eof_on_v2_closes_the_connection) {
+  tn_net *net = tn_new();
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_link *l = raw_v2_client(net, m, tn_uuid(7), TABLET);
+  PT_EQ_INT(posp2p_peer_device_find(m->p, tn_uuid(7))->status, POSP2P_DEV_CONNECTED);
+  tn_raw_shutdown(net, l);
+  PT_CHECK(tn_raw_closed(l));
+  size_t nb;
+  free(tn_raw_take(net, l, &nb));
+  PT_EQ_INT(nb, 0); /* no GOODBYE in reply to the remote's close */
+  PT_EQ_INT(posp2p_peer_device_find(m->p, tn_uuid(7))->status, POSP2P_DEV_DISCONNECTED);
+  const tn_event *cl = tn_last(m, POSP2P_PEER_EV_CONN_CLOSED);
+  PT_CHECK(cl != NULL && cl->code == POSP2P_ERR_PEER_CLOSED);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 0);
+  tn_free(net);
+}
+
+/* A legacy KDS at its own address, listening on `port`, that announced
+ * itself to the main POS with deviceInfo and then closed its connection. */
+static tn_node *legacy_kds_gone(tn_net *net, tn_node *m, uint16_t port) {
+  posp2p_peer_config cfg;
+  tn_config(&cfg, KDS, "legacy-kds");
+  cfg.wire = POSP2P_PEER_WIRE_LEGACY;
+  cfg.listen_port = port;
+  tn_node *k = tn_add(net, &cfg);
+  posp2p_conn_id kc = 0;
+  posp2p_peer_connect(k->p, &m->addr, POSP2P_PEER_WIRE_LEGACY, posp2p_peer_device_id(m->p),
+                      net->now, &kc);
+  tn_pump(net);
+  posp2p_peer_conn_close(k->p, kc, "done", net->now);
+  tn_pump(net);
+  return k;
+}
+
+/* LEGACY-14, LEGACY-15: a legacy device whose connection is closed still
+ * counts as connected for device_timeout_ms after its last message, and a
+ * message for it goes on a new connection to the source address of its
+ * last connection and the port of its deviceInfo; no DEVICE_OFFLINE. */
+PTEST(message_for_legacy_device_without_connection_opens_one) {
+  tn_net *net = tn_new();
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_node *t = tn_add_type(net, TABLET, "tablet");
+  tn_connect(net, t, m, POSP2P_PEER_WIRE_V2);
+  tn_node *k = legacy_kds_gone(net, m, 9100);
+  const char *kid = posp2p_peer_device_id(k->p);
+  const posp2p_peer_device *d = posp2p_peer_device_find(m->p, kid);
+  PT_CHECK(d != NULL);
+  if (d == NULL) return;
+  PT_EQ_INT(d->conn, 0);
+  PT_EQ_INT(d->wire, POSP2P_PEER_WIRE_LEGACY);
+  PT_EQ_INT(d->addr.ip, k->addr.ip);
+  PT_EQ_INT(d->addr.port, 9100);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 1);
+  /* Relayed for the tablet. */
+  char mid[40];
+  PT_EQ_INT(tn_send_order(t, kid, 0, "to-legacy", mid), 0);
+  tn_pump(net);
+  PT_EQ_INT(tn_count_msg(k, MT(ORDER_FORWARD)), 1);
+  PT_EQ_INT(tn_count_msg(k, MT(DEVICE_INFO)), 0); /* a one-shot connection: no deviceInfo */
+  const tn_event *a = tn_find(t, POSP2P_PEER_EV_ACK, 0);
+  PT_CHECK(a != NULL && strcmp(a->message_id, mid) == 0 && strcmp(a->device_id, kid) == 0);
+  PT_EQ_INT(tn_count(t, POSP2P_PEER_EV_DELIVERY_FAILED), 0);
+  PT_EQ_INT(tn_count(t, POSP2P_PEER_EV_ERROR_RECEIVED), 0);
+  /* The main POS's own message shares the connection while it is open. */
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 2);
+  PT_EQ_INT(tn_send_order(m, kid, 0, "from-main", mid), 0);
+  tn_pump(net);
+  PT_EQ_INT(tn_count_msg(k, MT(ORDER_FORWARD)), 2);
+  PT_EQ_INT(tn_count(m, POSP2P_PEER_EV_ACK), 1);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 2);
+  /* Idle: closed. */
+  tn_run_for(net, 1500);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 1);
+  PT_EQ_INT(posp2p_peer_conn_count(k->p), 0);
+  /* A broadcast reaches it too (ROUTE-3 with LEGACY-14). */
+  PT_EQ_INT(tn_send_status(m, NULL, "o-1", 1, mid), 0);
+  tn_pump(net);
+  PT_EQ_INT(tn_count_msg(k, MT(ORDER_STATUS)), 1);
+  PT_EQ_INT(tn_count_msg(t, MT(ORDER_STATUS)), 1);
+  PT_EQ_INT(tn_count(m, POSP2P_PEER_EV_ACK), 3);
+  /* Silent for the device timeout: no longer connected (ROUTE-6). */
+  tn_run_for(net, 61000);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 1);
+  PT_EQ_INT(tn_send_order(m, kid, 0, "late", NULL), POSP2P_ERR_DEVICE_OFFLINE);
+  PT_EQ_INT(tn_send_order(t, kid, 0, "late", mid), 0);
+  tn_pump(net);
+  const tn_event *f = tn_find(t, POSP2P_PEER_EV_DELIVERY_FAILED, 0);
+  PT_CHECK(f != NULL && f->code == POSP2P_ERR_DEVICE_OFFLINE);
+  PT_EQ_INT(tn_count_msg(k, MT(ORDER_FORWARD)), 2);
+  tn_free(net);
+}
+
+/* A legacy device that cannot be reached on a new connection: the message
+ * is not delivered, and the originator's retransmission tries again. */
+PTEST(unreachable_legacy_device_is_retried_by_the_originator) {
+  tn_net *net = tn_new();
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_node *t = tn_add_type(net, TABLET, "tablet");
+  tn_connect(net, t, m, POSP2P_PEER_WIRE_V2);
+  tn_link *l = tn_raw_connect(net, m); /* from 127.0.0.100: nobody listens there */
+  posp2p_envelope e;
+  Posp2p__V2__OrderForward of;
+  make_order(&e, &of, tn_uuid(61), tn_uuid(60), posp2p_peer_device_id(m->p), "hello");
+  char line[4096];
+  size_t n = legacy_line(&e, line, sizeof line);
+  tn_raw_send(net, l, line, n);
+  tn_raw_close(net, l);
+  char mid[40];
+  PT_EQ_INT(tn_send_order(t, tn_uuid(60), 0, "to-gone", mid), 0);
+  tn_run_for(net, 2500);
+  PT_CHECK(posp2p_peer_stats_get(t->p)->retransmissions >= 1);
+  PT_EQ_INT(tn_count(t, POSP2P_PEER_EV_ERROR_RECEIVED), 0);
+  PT_EQ_INT(posp2p_peer_conn_count(m->p), 1);
+  tn_free(net);
+}
+
+typedef struct {
+  tn_node *from;
+  uint64_t delay;
+} delay_acks;
+
+static tn_action delay_acks_hook(tn_net *net, tn_node *from, tn_node *to,
+                                 const posp2p_envelope *e, uint64_t *delay, void *ud) {
+  (void)net;
+  (void)to;
+  delay_acks *s = ud;
+  if (e == NULL || from != s->from || e->message_type != MT(ACKNOWLEDGEMENT)) return TN_DELIVER;
+  *delay = s->delay;
+  return TN_DELAY;
+}
+
+/* LEGACY-17: the acknowledgement for a legacy sender whose connection is
+ * gone goes on a new connection to its known address (here: the end-to-end
+ * ack of the v2 tablet, relayed by the main POS). */
+PTEST(ack_for_legacy_sender_that_closed_goes_on_a_new_connection) {
+  tn_net *net = tn_new();
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_node *t = tn_add_type(net, TABLET, "tablet");
+  tn_connect(net, t, m, POSP2P_PEER_WIRE_V2);
+  posp2p_peer_config cfg;
+  tn_config(&cfg, KDS, "legacy");
+  cfg.wire = POSP2P_PEER_WIRE_LEGACY; /* listens on 8766, the default address */
+  tn_node *k = tn_add(net, &cfg);
+  delay_acks da = {t, 100};
+  net->hook = delay_acks_hook;
+  net->hook_ud = &da;
+  /* A one-message connection from the legacy device's address. */
+  tn_link *l = tn_raw_connect_from(net, m, k->addr.ip);
+  posp2p_envelope e;
+  Posp2p__V2__OrderForward of;
+  make_order(&e, &of, tn_uuid(81), posp2p_peer_device_id(k->p), posp2p_peer_device_id(t->p),
+             "for-tablet");
+  char line[4096];
+  size_t n = legacy_line(&e, line, sizeof line);
+  tn_raw_send(net, l, line, n);
+  tn_raw_close(net, l);
+  PT_EQ_INT(tn_count_msg(t, MT(ORDER_FORWARD)), 1);
+  PT_EQ_INT(posp2p_peer_stats_get(k->p)->acks_received, 0);
+  tn_run_for(net, 300);
+  PT_EQ_INT(posp2p_peer_stats_get(k->p)->acks_received, 1);
+  PT_EQ_INT(tn_count(t, POSP2P_PEER_EV_ERROR_RECEIVED), 0);
+  tn_free(net);
+}
+
 int main(int argc, char **argv) { return ptest_main(argc, argv); }

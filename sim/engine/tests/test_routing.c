@@ -228,4 +228,110 @@ PTEST(ordering_from_one_originator_is_kept) {
   tn_free(s.net);
 }
 
+/* MSG-6: what a client sends the main POS must carry the client's own id
+ * (that of its HELLO). A frame claiming another originator is refused with
+ * INVALID_MESSAGE naming MSG-6, neither delivered, relayed nor acked, and
+ * the connection stays usable. An ERROR is dropped without a reply. */
+PTEST(main_rejects_from_device_id_other_than_the_hello) {
+  star s;
+  star_up(&s);
+  const char *mid_main = posp2p_peer_device_id(s.m->p);
+  const char *kid = posp2p_peer_device_id(s.k->p);
+  tn_link *l = raw_v2_client(s.net, s.m, tn_uuid(7), TABLET);
+  posp2p_envelope e;
+  Posp2p__V2__OrderForward of;
+  /* To the main POS, claiming tablet-1 as its originator. */
+  make_order(&e, &of, tn_uuid(71), posp2p_peer_device_id(s.t1->p), mid_main, "forged");
+  raw_send_env(s.net, l, &e);
+  /* To the KDS (would be relayed), claiming an unknown originator, and
+   * upper-case: the comparison is of ids, not of texts (MSG-4). */
+  make_order(&e, &of, tn_uuid(72), "BBBBBBBB-0000-4000-8000-0000000000FF", kid, "forged-2");
+  raw_send_env(s.net, l, &e);
+  posp2p_envelope **envs;
+  size_t k = raw_envs(s.net, l, &envs);
+  PT_EQ_INT(k, 2);
+  PT_EQ_INT(count_type(envs, k, MT(ACKNOWLEDGEMENT)), 0);
+  for (size_t i = 0; i < k; i++) {
+    PT_EQ_INT(envs[i]->message_type, MT(ERROR));
+    if (envs[i]->message_type != MT(ERROR)) continue;
+    PT_EQ_INT(envs[i]->error->code, EC(INVALID_MESSAGE));
+    PT_EQ_STR(envs[i]->error->requirement, "MSG-6");
+    PT_EQ_STR(envs[i]->error->ref_message_id, tn_uuid(71 + (int)i));
+    /* An ERROR about the connection's own peer (ERR-8). */
+    PT_EQ_STR(envs[i]->to_device_id, tn_uuid(7));
+  }
+  tn_free_envs(envs, k);
+  PT_EQ_INT(tn_count(s.m, POSP2P_PEER_EV_MESSAGE), 0);
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 0);
+  PT_EQ_INT(posp2p_peer_stats_get(s.m->p)->relayed, 0);
+  const tn_event *v = tn_last(s.m, POSP2P_PEER_EV_VIOLATION);
+  PT_CHECK(v != NULL && strcmp(v->requirement, "MSG-6") == 0 && !v->closing);
+  /* An ERROR with a forged originator: dropped, never answered (ERR-5). */
+  posp2p_envelope er;
+  Posp2p__V2__Error ep;
+  posp2p_envelope_init(&er);
+  posp2p__v2__error__init(&ep);
+  er.message_id = (char *)tn_uuid(73);
+  er.message_type = MT(ERROR);
+  er.from_device_id = (char *)kid;
+  er.timestamp_ms = 1;
+  ep.code = EC(INTERNAL);
+  ep.description = "forged";
+  er.payload_case = POSP2P__V2__ENVELOPE__PAYLOAD_ERROR;
+  er.error = &ep;
+  raw_send_env(s.net, l, &er);
+  k = raw_envs(s.net, l, &envs);
+  PT_EQ_INT(k, 0);
+  tn_free_envs(envs, k);
+  PT_EQ_INT(tn_count(s.m, POSP2P_PEER_EV_ERROR_RECEIVED), 0);
+  /* The connection is still open and the client's own messages pass. */
+  PT_CHECK(!tn_raw_closed(l));
+  make_order(&e, &of, tn_uuid(74), tn_uuid(7), mid_main, "genuine");
+  raw_send_env(s.net, l, &e);
+  make_order(&e, &of, tn_uuid(75), tn_uuid(7), kid, "genuine-relayed");
+  raw_send_env(s.net, l, &e);
+  k = raw_envs(s.net, l, &envs);
+  PT_EQ_INT(count_type(envs, k, MT(ACKNOWLEDGEMENT)), 2); /* the main's and the KDS's */
+  PT_EQ_INT(count_type(envs, k, MT(ERROR)), 0);
+  tn_free_envs(envs, k);
+  PT_EQ_INT(tn_count_msg(s.m, MT(ORDER_FORWARD)), 1);
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 1);
+  /* Relays keep the originator's id towards the clients (MSG-5): the KDS
+   * saw the raw client as the originator, and its ack went back through. */
+  const tn_event *got = tn_last(s.k, POSP2P_PEER_EV_MESSAGE);
+  PT_CHECK(got != NULL && strcmp(got->from_id, tn_uuid(7)) == 0);
+  tn_free(s.net);
+}
+
+/* posp2p_peer_outbox_recipients: who must still acknowledge a message. */
+PTEST(outbox_recipients_follow_the_acks) {
+  star s;
+  star_up(&s);
+  s.net->pause_links = true;
+  char mid[40];
+  PT_EQ_INT(tn_send_order(s.m, NULL, TABLET, "to-tablets", mid), 0);
+  const char *ids[4];
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.m->p, mid, ids, 4), 2);
+  bool t1 = false, t2 = false;
+  for (int i = 0; i < 2; i++) {
+    t1 |= strcmp(ids[i], posp2p_peer_device_id(s.t1->p)) == 0;
+    t2 |= strcmp(ids[i], posp2p_peer_device_id(s.t2->p)) == 0;
+  }
+  PT_CHECK(t1 && t2);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.m->p, mid, NULL, 0), 2);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.m->p, mid, ids, 1), 2);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.m->p, "nope", ids, 4), 0);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.m->p, tn_uuid(1), ids, 4), 0);
+  /* A client's broadcast is tracked as one entry: the main POS (ACK-16). */
+  char cmid[40];
+  PT_EQ_INT(tn_send_order(s.t1, NULL, 0, "from-tablet", cmid), 0);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.t1->p, cmid, ids, 4), 1);
+  PT_EQ_STR(ids[0], posp2p_peer_device_id(s.m->p));
+  s.net->pause_links = false;
+  tn_pump(s.net);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.m->p, mid, ids, 4), 0);
+  PT_EQ_INT(posp2p_peer_outbox_recipients(s.t1->p, cmid, ids, 4), 0);
+  tn_free(s.net);
+}
+
 int main(int argc, char **argv) { return ptest_main(argc, argv); }

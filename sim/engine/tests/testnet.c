@@ -29,6 +29,8 @@ struct tn_link {
   bool connecting;
   bool close_req[2];      /* engine on side i asked to close */
   bool gone[2];           /* side i is closed (conn_closed delivered / raw EOF) */
+  bool shut[2];           /* side i finished sending but still reads (half-close) */
+  bool eof[2];            /* side i was told that the other side finished */
   tn_pipe pipe[2];        /* pipe[i] carries bytes from side i */
   bool raw;
   uint8_t *rawbuf;
@@ -390,11 +392,21 @@ static bool closes(tn_net *net, tn_link *l) {
   }
   for (int s = 0; s < 2; s++) {
     int r = 1 - s;
-    if (l->gone[s] && l->pipe[s].head == NULL && !l->gone[r]) {
-      /* EOF reaches the other side after the bytes before it. */
-      l->gone[r] = true;
-      if (l->n[r] != NULL) posp2p_peer_conn_closed(l->n[r]->p, l->c[r], 0, net->now);
+    if ((l->gone[s] || l->shut[s]) && l->pipe[s].head == NULL && !l->gone[r] && !l->eof[r]) {
+      /* EOF reaches the other side after the bytes before it. An engine
+       * hears it as the transport reports it (posp2p_peer_conn_eof): it may
+       * still write, and asks to close when done. A raw end that sees the
+       * engine's side close is closed too. */
+      l->eof[r] = true;
       moved = true;
+      if (l->n[r] != NULL) {
+        if (posp2p_peer_conn_eof(l->n[r]->p, l->c[r], net->now) != 0) {
+          l->gone[r] = true;
+          posp2p_peer_conn_closed(l->n[r]->p, l->c[r], 0, net->now);
+        }
+      } else if (l->gone[s]) {
+        l->gone[r] = true;
+      }
     }
   }
   return moved;
@@ -489,14 +501,18 @@ void tn_inject_datagram(tn_net *net, const posp2p_addr *from, const posp2p_addr 
 
 /* ---- Raw remotes ------------------------------------------------------------------ */
 
-tn_link *tn_raw_connect(tn_net *net, tn_node *to) {
+tn_link *tn_raw_connect_from(tn_net *net, tn_node *to, uint32_t from_ip) {
   tn_link *l = calloc(1, sizeof *l);
   l->raw = true;
   l->n[1] = to;
-  posp2p_addr from = {0x7f000064u, (uint16_t)(50000 + net->nlinks)};
+  posp2p_addr from = {from_ip, (uint16_t)(50000 + net->nlinks)};
   posp2p_peer_conn_accept(to->p, &from, net->now, &l->c[1]);
   net->links[net->nlinks++] = l;
   return l;
+}
+
+tn_link *tn_raw_connect(tn_net *net, tn_node *to) {
+  return tn_raw_connect_from(net, to, 0x7f000064u);
 }
 
 void tn_raw_send(tn_net *net, tn_link *l, const void *d, size_t n) {
@@ -519,6 +535,11 @@ posp2p_conn_id tn_raw_conn(const tn_link *l) { return l->c[1]; }
 
 void tn_raw_close(tn_net *net, tn_link *l) {
   l->gone[0] = true;
+  tn_pump(net);
+}
+
+void tn_raw_shutdown(tn_net *net, tn_link *l) {
+  l->shut[0] = true;
   tn_pump(net);
 }
 

@@ -105,7 +105,8 @@ posp2p_conn_id tn_connect(tn_net *net, tn_node *from, tn_node *to, posp2p_peer_w
 /* A raw "remote" that is not an engine: accept a connection on `to` whose
  * other end the test writes bytes into (tn_raw_send) and reads from
  * (tn_raw_recv). */
-tn_link *tn_raw_connect(tn_net *net, tn_node *to);
+tn_link *tn_raw_connect(tn_net *net, tn_node *to); /* from 127.0.0.100 */
+tn_link *tn_raw_connect_from(tn_net *net, tn_node *to, uint32_t from_ip);
 void tn_raw_send(tn_net *net, tn_link *l, const void *d, size_t n);
 /* Bytes the engine wrote to the raw end since the last call (malloc'ed,
  * *n set; caller frees). */
@@ -113,6 +114,10 @@ uint8_t *tn_raw_take(tn_net *net, tn_link *l, size_t *n);
 bool tn_raw_closed(const tn_link *l);   /* the engine closed its side */
 posp2p_conn_id tn_raw_conn(const tn_link *l); /* conn id on the engine */
 void tn_raw_close(tn_net *net, tn_link *l);  /* EOF from the raw side */
+/* Half-close from the raw side (shutdown(SHUT_WR)): the engine hears EOF
+ * after the bytes sent so far, and what it writes still reaches the raw
+ * end until it closes its side. */
+void tn_raw_shutdown(tn_net *net, tn_link *l);
 
 /* Move bytes and datagrams until nothing moves. */
 void tn_pump(tn_net *net);

@@ -358,6 +358,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         conn_begin_close(c, 0);
       }
     }
+  } else if (nread == UV_EOF && (c->flags & POSP2P__UV_CONN_NOTIFY) &&
+             !(c->flags & POSP2P__UV_CONN_CLOSING)) {
+    /* The remote finished sending; libuv has stopped reading, but the
+     * socket still writes. The engine writes out what it queued (a legacy
+     * sender that half-closed still gets its acknowledgement, LEGACY-17)
+     * and then asks for the close through cb_conn_close. */
+    int r = posp2p_peer_conn_eof(up->engine, c->id, now_of(up));
+    if (r == POSP2P_ERR_NO_CONN) c->flags &= ~(unsigned)POSP2P__UV_CONN_NOTIFY;
+    if (r < 0) conn_begin_close(c, 0);
   } else if (nread < 0) {
     if (nread != UV_EOF) up->stats.read_errors++;
     conn_begin_close(c, posp2p__uv_close_code((int)nread));
@@ -719,6 +728,15 @@ int posp2p_uv_peer_connect(posp2p_uv_peer *up, const posp2p_addr *to,
   int r = running(up);
   if (r < 0) return r;
   r = posp2p_peer_connect(up->engine, to, wire, expected_id, now_of(up), out);
+  posp2p__uv_rearm(up);
+  return r;
+}
+
+int posp2p_uv_peer_connect_stop(posp2p_uv_peer *up, const posp2p_addr *to,
+                                const char *reason) {
+  if (up->state != POSP2P__UV_RUNNING && up->state != POSP2P__UV_SHUTTING)
+    return POSP2P_ERR_STATE;
+  int r = posp2p_peer_connect_stop(up->engine, to, reason, now_of(up));
   posp2p__uv_rearm(up);
   return r;
 }

@@ -4,6 +4,8 @@
  * sleeps), then shuts every peer down and checks that the loop is empty
  * (every handle closed, every byte freed: ASan's leak check does the rest). */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -512,6 +514,110 @@ PTEST(stall_reads_before_timeout) {
   PT_EQ_INT(t.conn_ready, 1);
   tpeer *all[2] = {&m, &t};
   world_close(&w, all, 2);
+}
+
+/* LEGACY-11, LEGACY-17: a legacy sender that writes its lines and then
+ * half-closes (shutdown(SHUT_WR), as the reference does for one-message
+ * connections) still reads every acknowledgement on the connection; then
+ * the device closes it. The sender reads nothing until it has half-closed
+ * and its receive buffer is tiny, so most acks are still queued (a write in
+ * flight) when the EOF arrives: it must not make the transport drop them. */
+#define HALF_CLOSE_LINES 300
+
+typedef struct {
+  int fd;
+  tpeer *m;
+  char *buf;
+  size_t len, cap;
+  bool eof;
+} half_close_state;
+
+static int acks_read_then_eof(void *arg) {
+  half_close_state *h = arg;
+  for (;;) {
+    if (h->len + 4096 > h->cap) {
+      h->cap = h->cap ? h->cap * 2 : 65536;
+      h->buf = realloc(h->buf, h->cap + 1);
+    }
+    ssize_t n = recv(h->fd, h->buf + h->len, h->cap - h->len, 0);
+    if (n > 0) {
+      h->len += (size_t)n;
+      continue;
+    }
+    if (n == 0) h->eof = true;
+    break;
+  }
+  if (h->buf) h->buf[h->len] = '\0';
+  return h->eof;
+}
+
+static size_t count_str(const char *hay, const char *needle) {
+  size_t k = 0;
+  for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle)) k++;
+  return k;
+}
+
+PTEST(legacy_half_close_still_gets_every_ack) {
+  world w;
+  tpeer m;
+  posp2p_uv_error err;
+  PT_EQ_INT(world_init(&w), 0);
+  PT_EQ_INT(peer_make(&w, &m, "127.0.0.51", POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_MAIN_POS,
+                      "main", &err), 0);
+  posp2p_addr a = posp2p_uv_peer_tcp_addr(m.up);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  PT_CHECK(fd >= 0);
+  int small = 2048;
+  (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(a.ip);
+  sa.sin_port = htons(a.port);
+  /* The listener's backlog completes the connect without the loop. */
+  PT_EQ_INT(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  PT_EQ_INT(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+  char *all = malloc(HALF_CLOSE_LINES * 512);
+  size_t total = 0;
+  for (int i = 0; i < HALF_CLOSE_LINES; i++)
+    total += (size_t)snprintf(
+        all + total, 512,
+        "{\"messageId\":\"c0a8f1d2-3b4e-4c5d-8e6f-%012d\",\"messageType\":\"orderStatus\","
+        "\"fromDeviceId\":\"5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c\","
+        "\"toDeviceId\":\"%s\",\"timestamp\":\"2026-02-22T10:15:30.123\","
+        "\"payload\":{\"orderId\":\"T-%d\",\"newStatus\":\"ready\","
+        "\"statusReason\":null,\"estimatedTime\":null},\"priority\":8,"
+        "\"acknowledged\":null}\n",
+        i, m.id, i);
+  /* Write everything (the loop reads it meanwhile), then half-close. */
+  size_t off = 0;
+  uv_timer_t tick;
+  uv_timer_init(&w.loop, &tick);
+  uv_timer_start(&tick, noop_timer, 5, 5);
+  uv_update_time(&w.loop);
+  uint64_t deadline = uv_now(&w.loop) + 5000;
+  while (off < total && uv_now(&w.loop) < deadline) {
+    ssize_t n = send(fd, all + off, total - off, 0);
+    if (n > 0) off += (size_t)n;
+    else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) break;
+    uv_run(&w.loop, UV_RUN_NOWAIT);
+  }
+  uv_close((uv_handle_t *)&tick, noop_close);
+  PT_EQ_INT(off, total);
+  PT_EQ_INT(shutdown(fd, SHUT_WR), 0);
+  half_close_state h = {.fd = fd, .m = &m};
+  PT_CHECK(run_until(&w, acks_read_then_eof, &h, 10000));
+  PT_EQ_INT(m.messages, HALF_CLOSE_LINES);
+  PT_EQ_INT(h.buf ? count_str(h.buf, "\"messageType\":\"acknowledgement\"") : 0,
+            HALF_CLOSE_LINES);
+  PT_CHECK(h.buf != NULL && strstr(h.buf, "c0a8f1d2-3b4e-4c5d-8e6f-000000000299") != NULL);
+  PT_CHECK(h.eof); /* and the device closed its side */
+  free(h.buf);
+  free(all);
+  close(fd);
+  tpeer *peers[1] = {&m};
+  world_close(&w, peers, 1);
+  PT_EQ_INT(m.warnings, 0);
 }
 
 int main(int argc, char **argv) { return ptest_main(argc, argv); }

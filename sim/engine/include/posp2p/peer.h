@@ -267,8 +267,9 @@ typedef struct {
   void (*conn_want_write)(posp2p_peer *p, posp2p_conn_id conn,
                           void *user_data);
 
-  /* Open a TCP connection to `to` for conn (posp2p_peer_connect, reconnect).
-   * On success the transport later calls posp2p_peer_conn_connected, on
+  /* Open a TCP connection to `to` for conn (posp2p_peer_connect, reconnect,
+   * and one-shot legacy connections: LEGACY-15, a message for a legacy
+   * device whose own connection is closed). On success the transport later calls posp2p_peer_conn_connected, on
    * failure posp2p_peer_conn_closed. Returning a negative code fails the
    * connection at once (the engine then reports CONN_CLOSED itself; the
    * transport must not call posp2p_peer_conn_closed). */
@@ -406,9 +407,23 @@ int posp2p_peer_conn_recv(posp2p_peer *p, posp2p_conn_id conn,
  * engine requested. code: 0 for EOF/requested close, else a negative
  * transport code (reported in CONN_CLOSED). Updates the registry, fires
  * CONN_CLOSED and invalidates the id (pinned pending bytes are released).
- * Errors: POSP2P_ERR_NO_CONN. */
+ * A transport that can still write after the remote's EOF should report
+ * the EOF with posp2p_peer_conn_eof instead, and call this once the socket
+ * is closed. Errors: POSP2P_ERR_NO_CONN. */
 int posp2p_peer_conn_closed(posp2p_peer *p, posp2p_conn_id conn, int code,
                             uint64_t now_ms);
+
+/* The remote finished sending (end of stream, TCP FIN) but conn can still
+ * be written: a legacy sender that writes one line and half-closes
+ * (shutdown(SHUT_WR)) still reads its acknowledgement (LEGACY-11,
+ * LEGACY-17). The engine closes conn gracefully on either wire: it stops
+ * reading, writes out what is queued (nothing new is queued on it), then
+ * calls conn_close; CONN_CLOSED reports POSP2P_ERR_PEER_CLOSED ("closed by
+ * remote"), as for an EOF reported through posp2p_peer_conn_closed, unless
+ * the connection was already closing for another reason. An incomplete
+ * frame or line is discarded. Errors: POSP2P_ERR_NO_CONN, POSP2P_ERR_STATE
+ * (the connection is not established yet). */
+int posp2p_peer_conn_eof(posp2p_peer *p, posp2p_conn_id conn, uint64_t now_ms);
 
 /* Outbound bytes of conn, zero-copy: fills up to iovmax (pointer, length)
  * pairs in order and sets *niov, and *total to the byte count of all queued
@@ -465,6 +480,15 @@ int posp2p_peer_connect(posp2p_peer *p, const posp2p_addr *to,
 int posp2p_peer_conn_close(posp2p_peer *p, posp2p_conn_id conn,
                            const char *reason, uint64_t now_ms);
 
+/* Stop connecting to `to`: every connection opened with posp2p_peer_connect
+ * to that address stops reconnecting (a reconnect waiting for its timer is
+ * dropped) and its current connection or attempt is closed as by
+ * posp2p_peer_conn_close(reason). Used when the device moved (a main POS
+ * that came back at another address or port). Errors: POSP2P_ERR_INVAL,
+ * POSP2P_ERR_NO_CONN (nothing connects or reconnects to `to`). */
+int posp2p_peer_connect_stop(posp2p_peer *p, const posp2p_addr *to,
+                             const char *reason, uint64_t now_ms);
+
 /* Send an application message. msg is a template the engine does not keep:
  * the application sets message_type (not HELLO, GOODBYE, HEARTBEAT or
  * ACKNOWLEDGEMENT, which the engine owns), the matching payload and at most
@@ -472,8 +496,11 @@ int posp2p_peer_conn_close(posp2p_peer *p, posp2p_conn_id conn,
  * fills message_id (if empty; else it must be a fresh UUID), from_device_id,
  * timestamp_ms/us and priority (if unset, the type's default), encodes it
  * once and routes it (ROUTE): directly if a connection to the recipient
- * exists, else through the main POS (clients), tracking an outbox entry per
- * recipient for acked types. The copy of the id goes to message_id_out
+ * exists, else through the main POS (clients), else, for a legacy device
+ * that counts as connected without an open connection (heard within
+ * device_timeout_ms, LEGACY-14), on a new connection to its known address
+ * (LEGACY-15; see conn_connect), tracking an outbox entry per recipient for
+ * acked types. The copy of the id goes to message_id_out
  * (may be NULL). The message is accepted whole or not at all.
  * Errors: POSP2P_ERR_INVAL (bad template; codec validation errors are
  * returned as their own codes: POSP2P_ERR_PAYLOAD, POSP2P_ERR_BAD_ID, ...),
@@ -529,6 +556,20 @@ size_t posp2p_peer_conn_count(const posp2p_peer *p);
 
 /* Outbox entries (message, recipient) awaiting an acknowledgement. */
 size_t posp2p_peer_outbox_count(const posp2p_peer *p);
+
+/* The recipients that have not yet acknowledged message_id (nor failed):
+ * one outbox entry each, in the order they were created. Right after
+ * posp2p_peer_send this is every recipient the engine tracks for the
+ * message: the destination of a directed message, the main POS for a
+ * client's broadcast or by-type message (ACK-16), each matching connected
+ * device for the main POS's own (ACK-13). Entries held in custody for
+ * another originator's message are included (see posp2p_peer_outbox_rec).
+ * Writes up to max pointers into ids (may be NULL when max is 0); they
+ * point at canonical lower-case UUID texts owned by the engine, valid until
+ * the next call into the engine. Returns the total count (possibly more
+ * than max), 0 for an unknown or invalid id. Linear in the outbox size. */
+size_t posp2p_peer_outbox_recipients(const posp2p_peer *p, const char *message_id,
+                                     const char **ids, size_t max);
 
 typedef struct {
   uint64_t frames_in, frames_out;   /* v2 frames and legacy lines */

@@ -172,6 +172,10 @@ int posp2p_uv_peer_send(posp2p_uv_peer *up, const posp2p_envelope *msg,
 int posp2p_uv_peer_connect(posp2p_uv_peer *up, const posp2p_addr *to,
                            posp2p_peer_wire wire, const char *expected_id,
                            posp2p_conn_id *out);
+/* posp2p_peer_connect_stop plus kick; POSP2P_ERR_STATE when the peer is
+ * neither running nor shutting down. */
+int posp2p_uv_peer_connect_stop(posp2p_uv_peer *up, const posp2p_addr *to,
+                                const char *reason);
 int posp2p_uv_peer_discover(posp2p_uv_peer *up);
 int posp2p_uv_peer_conn_close(posp2p_uv_peer *up, posp2p_conn_id conn,
                               const char *reason);
