@@ -63,6 +63,7 @@ done
 
 peer="$build_dir/sim/peer/posp2p-peer"
 if [ "$build" = 1 ]; then
+  bash "$root/scripts/install-deps.sh"
   if [ ! -f "$build_dir/build.ninja" ] && [ ! -f "$build_dir/Makefile" ]; then
     echo "demo: configuring the release build in $build_dir ..."
     if [ "$build_dir" = "$root/build/release" ]; then
