@@ -473,8 +473,11 @@ static int send_hello(posp2p_peer *p, posp2p__conn *c, uint32_t selected) {
   Posp2p__V2__Hello h;
   posp2p__v2__hello__init(&h);
   uint32_t versions[1] = {POSP2P_VERSION};
-  char *caps_main[] = {"relay", "ack", "dedup"};
-  char *caps[] = {"ack", "dedup"};
+  /* HELLO-18: what applies to this device; "legacy" when it accepts the
+   * legacy wire (section 16), i.e. unless it is configured v2-only. */
+  char *caps_main[] = {"relay", "ack", "dedup", "legacy"};
+  char *caps[] = {"ack", "dedup", "legacy"};
+  size_t legacy_cap = p->cfg.wire != POSP2P_PEER_WIRE_V2 ? 1 : 0;
   h.device_id = p->id_txt;
   h.device_name = p->name;
   h.device_type = (Posp2p__V2__DeviceType)p->cfg.device_type;
@@ -486,10 +489,10 @@ static int send_hello(posp2p_peer *p, posp2p__conn *c, uint32_t selected) {
   h.device_timeout_ms = p->cfg.device_timeout_ms;
   h.max_frame_size = p->cfg.max_frame;
   if (p->is_main) {
-    h.n_capabilities = 3;
+    h.n_capabilities = 3 + legacy_cap;
     h.capabilities = caps_main;
   } else {
-    h.n_capabilities = 2;
+    h.n_capabilities = 2 + legacy_cap;
     h.capabilities = caps;
   }
   e.payload_case = PL(HELLO);
@@ -1219,7 +1222,14 @@ static void handle_line(posp2p_peer *p, posp2p__conn *c, const uint8_t *line, si
   int rc = posp2p_legacy_decode(line, len, &p->legacy_opts, &p->arena.base, &e, &err);
   if (rc != 0) {
     bool is_err = is_legacy_error_line(line, len);
-    bool json = rc <= POSP2P_ERR_JSON_SYNTAX && rc >= POSP2P_ERR_JSON_NUL;
+    /* LEGACY-10: a line that is not JSON text (LEGACY-4, -5, -8) is
+     * MALFORMED_FRAME; JSON with wrong or missing values (LEGACY-22) is
+     * INVALID_MESSAGE. */
+    const char *rq = err.requirement ? err.requirement : "";
+    bool json = rc == POSP2P_ERR_JSON_SYNTAX || rc == POSP2P_ERR_JSON_UTF8 ||
+                rc == POSP2P_ERR_JSON_DEPTH || rc == POSP2P_ERR_JSON_NUL ||
+                strcmp(rq, "LEGACY-4") == 0 || strcmp(rq, "LEGACY-5") == 0 ||
+                strcmp(rq, "LEGACY-8") == 0;
     posp2p__conn_violation(p, c, is_err ? 0 : json ? EC(MALFORMED_FRAME) : EC(INVALID_MESSAGE),
                            rc,
                            err.requirement && err.requirement[0] ? err.requirement
