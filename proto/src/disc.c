@@ -7,7 +7,7 @@ const uint8_t posp2p_disc_magic[4] = {0xFF, 'P', '2', 'D'};
 
 int posp2p_disc_validate(const posp2p_disc *m, posp2p_error *err) {
   if (protobuf_c_enum_descriptor_get_value(&posp2p__v2__discovery_kind__descriptor,
-                                           m->kind) == NULL ||
+                                           (int)m->kind) == NULL ||
       m->kind == POSP2P__V2__DISCOVERY_KIND__DISCOVERY_KIND_UNSPECIFIED)
     return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "DISC-3",
                             "discovery kind %d is not REQUEST, RESPONSE or "
@@ -21,7 +21,7 @@ int posp2p_disc_validate(const posp2p_disc *m, posp2p_error *err) {
                             "UUID",
                             m->device_id);
   if (protobuf_c_enum_descriptor_get_value(&posp2p__v2__device_type__descriptor,
-                                           m->device_type) == NULL)
+                                           (int)m->device_type) == NULL)
     return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "DISC-3",
                             "discovery device_type %d is outside the enum",
                             (int)m->device_type);

@@ -1,6 +1,8 @@
 /* Envelope encode, decode and validation beyond protobuf (SPEC.md MSG-*,
  * HELLO-*). Every rule that rejects input names the requirement it enforces
  * so that an error report can quote it. */
+/* strnlen (POSIX.1-2008). */
+#define _POSIX_C_SOURCE 200809L
 #include <string.h>
 
 #include <jansson.h>
@@ -20,24 +22,32 @@ uint32_t posp2p_envelope_priority(const posp2p_envelope *e) {
              : POSP2P_PRIORITY_DEFAULT;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
+/* Character classes for UUID text: 1 = hex digit, 2 = '-'. */
+static const uint8_t uuid_class[256] = {
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1, ['a'] = 1, ['b'] = 1,
+    ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['A'] = 1, ['B'] = 1,
+    ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['-'] = 2,
+};
 
+/* The class each of the 36 positions must have (8-4-4-4-12). */
+static const uint8_t uuid_shape[POSP2P_UUID_LEN] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 2, 1, 1, 1, 1,
+    2, 1, 1, 1, 1, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
+/* Every message carries two or three ids, so this runs several times per
+ * frame. It is table-driven without data-dependent branches: with random
+ * ids a per-character branch mispredicts often enough to dominate the
+ * decode of a small frame (bench/README.md). */
 bool posp2p_uuid_valid(const char *s) {
-  if (s == NULL) return false;
-  for (size_t i = 0; i < POSP2P_UUID_LEN; i++) {
-    if (s[i] == '\0') return false;
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-') return false;
-    } else if (hexval(s[i]) < 0) {
-      return false;
-    }
-  }
-  return s[POSP2P_UUID_LEN] == '\0';
+  if (s == NULL || strnlen(s, POSP2P_UUID_LEN + 1) != POSP2P_UUID_LEN)
+    return false;
+  const unsigned char *u = (const unsigned char *)s;
+  unsigned bad = 0;
+  for (size_t i = 0; i < POSP2P_UUID_LEN; i++)
+    bad |= (unsigned)(uuid_class[u[i]] ^ uuid_shape[i]);
+  return bad == 0;
 }
 
 void posp2p_uuid_format(const uint8_t rnd[16], char out[POSP2P_UUID_LEN + 1]) {
@@ -64,15 +74,32 @@ void posp2p_uuid_format(const uint8_t rnd[16], char out[POSP2P_UUID_LEN + 1]) {
 
 #define WIRE_MAX_DEPTH 16
 
-/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, <= U+10FFFF.
- * Returns the offset of the first bad byte, or n if all are valid. */
-static size_t utf8_check(const uint8_t *s, size_t n) {
+/* Strict UTF-8 (RFC 3629: no overlong forms, no surrogates, <= U+10FFFF)
+ * without NUL, in one pass. Returns the offset of the first bad byte (and
+ * *nul says whether it is a NUL), or n if all are valid. Runs of ASCII are
+ * checked eight bytes at a time: ids and most names are ASCII, and this
+ * pass reads every string byte of every frame. */
+static size_t string_check(const uint8_t *s, size_t n, bool *nul) {
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   size_t i = 0;
+  *nul = false;
   while (i < n) {
+    if (n - i >= 8) {
+      uint64_t w;
+      memcpy(&w, s + i, sizeof(w));
+      /* No byte >= 0x80 and no zero byte (the classic haszero test). */
+      if (((w | ((w - ones) & ~w)) & highs) == 0) {
+        i += 8;
+        continue;
+      }
+    }
     uint8_t c = s[i];
     size_t len;
     uint32_t cp;
-    if (c < 0x80) {
+    if (c == 0) {
+      *nul = true;
+      return i;
+    } else if (c < 0x80) {
       i++;
       continue;
     } else if (c >= 0xC2 && c <= 0xDF) {
@@ -143,13 +170,12 @@ static int wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
             ? protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3))
             : NULL;
     if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
-      const uint8_t *nul = memchr(p + pos, 0, (size_t)len);
-      if (nul != NULL)
-        return posp2p_error_set(err, POSP2P_ERR_RANGE,
-                                base + (uint64_t)(nul - p), "MSG-22",
-                                "string field %s.%s contains U+0000",
+      bool nul;
+      size_t bad = string_check(p + pos, (size_t)len, &nul);
+      if (bad != len && nul)
+        return posp2p_error_set(err, POSP2P_ERR_RANGE, base + pos + bad,
+                                "MSG-22", "string field %s.%s contains U+0000",
                                 d->short_name, f->name);
-      size_t bad = utf8_check(p + pos, (size_t)len);
       if (bad != len)
         return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, base + pos + bad,
                                 "FRAME-7",
@@ -213,7 +239,7 @@ static int check_json_object(const char *v, const char *field, const char *req,
 static int validate_hello(const Posp2p__V2__Hello *h, posp2p_error *err) {
   int rv;
   if ((rv = check_uuid(h->device_id, "hello.device_id", "HELLO-4", err))) return rv;
-  if ((rv = check_enum(&posp2p__v2__device_type__descriptor, h->device_type,
+  if ((rv = check_enum(&posp2p__v2__device_type__descriptor, (int)h->device_type,
                        "hello.device_type", "HELLO-5", err)))
     return rv;
   if (h->device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
@@ -247,10 +273,10 @@ static int validate_order_forward(const Posp2p__V2__OrderForward *o,
   if ((rv = check_nonempty(o->order_id, "order_forward.order_id", "MSG-24", err)))
     return rv;
   if ((rv = check_enum(&posp2p__v2__order_status_code__descriptor,
-                       o->order_status, "order_forward.order_status", "MSG-24",
+                       (int)o->order_status, "order_forward.order_status", "MSG-24",
                        err)))
     return rv;
-  if ((rv = check_enum(&posp2p__v2__destination__descriptor, o->destination,
+  if ((rv = check_enum(&posp2p__v2__destination__descriptor, (int)o->destination,
                        "order_forward.destination", "MSG-24", err)))
     return rv;
   if (o->currency_exponent > 9)
@@ -330,7 +356,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
   }
   if (e->opt_to_device_type_case == ENV_CASE(OPT_TO_DEVICE_TYPE_TO_DEVICE_TYPE)) {
     if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
-                         e->to_device_type, "to_device_type", "MSG-8", err)))
+                         (int)e->to_device_type, "to_device_type", "MSG-8", err)))
       return rv;
     if (e->to_device_type == POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_UNSPECIFIED)
       return posp2p_error_set(err, POSP2P_ERR_ENUM, 0, "MSG-8",
@@ -348,13 +374,13 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
     return posp2p_error_set(err, POSP2P_ERR_RANGE, 0, "MSG-15",
                             "priority %u is outside 0..10", e->priority);
 
-  int want = expected_payload(e->message_type);
+  int want = expected_payload((int)e->message_type);
   if (want == ENV_CASE(PAYLOAD_OPAQUE)) {
     if (e->payload_case != ENV_CASE(PAYLOAD__NOT_SET) &&
         e->payload_case != ENV_CASE(PAYLOAD_OPAQUE))
       return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-13",
                               "%s message carries a typed payload (field %d)",
-                              posp2p_message_type_name(e->message_type),
+                              posp2p_message_type_name((int)e->message_type),
                               (int)e->payload_case);
     if (e->payload_case == ENV_CASE(PAYLOAD_OPAQUE))
       return check_json_object(e->opaque->json, "opaque.json", "MSG-14", err);
@@ -363,7 +389,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
   if ((int)e->payload_case != want)
     return posp2p_error_set(err, POSP2P_ERR_PAYLOAD, 0, "MSG-12",
                             "%s message needs payload field %d, has %d",
-                            posp2p_message_type_name(e->message_type), want,
+                            posp2p_message_type_name((int)e->message_type), want,
                             (int)e->payload_case);
 
   switch (e->payload_case) {
@@ -371,7 +397,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
     return validate_hello(e->hello, err);
   case ENV_CASE(PAYLOAD_DEVICE_INFO):
     if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
-                         e->device_info->device_type, "device_info.device_type",
+                         (int)e->device_info->device_type, "device_info.device_type",
                          "MSG-28", err)))
       return rv;
     if (e->device_info->device_type ==
@@ -385,7 +411,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
     return 0;
   case ENV_CASE(PAYLOAD_DISCOVERY):
     if ((rv = check_enum(&posp2p__v2__device_type__descriptor,
-                         e->discovery->device_type, "discovery.device_type",
+                         (int)e->discovery->device_type, "discovery.device_type",
                          "MSG-28", err)))
       return rv;
     if (e->discovery->device_type ==
@@ -404,7 +430,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
                              "order_status.order_id", "MSG-26", err)))
       return rv;
     return check_enum(&posp2p__v2__order_status_code__descriptor,
-                      e->order_status->new_status, "order_status.new_status",
+                      (int)e->order_status->new_status, "order_status.new_status",
                       "MSG-26", err);
   case ENV_CASE(PAYLOAD_ORDER_CANCEL):
     return check_nonempty(e->order_cancel->order_id, "order_cancel.order_id",
@@ -427,7 +453,7 @@ int posp2p_envelope_validate(const posp2p_envelope *e, posp2p_error *err) {
     return check_uuid(e->acknowledgement->acknowledged_message_id,
                       "acknowledgement.acknowledged_message_id", "MSG-23", err);
   case ENV_CASE(PAYLOAD_ERROR):
-    return check_enum(&posp2p__v2__error_code__descriptor, e->error->code,
+    return check_enum(&posp2p__v2__error_code__descriptor, (int)e->error->code,
                       "error.code", "MSG-29", err);
   default:
     return 0;
