@@ -25,9 +25,11 @@ build/release, runs every benchmark that exists and writes, per benchmark,
   --no-build       use the existing build as it is
   --help           this text
 
-Benchmarks: codec (bench/codec). Connection scaling (posp2p-bench-scaling)
-and relay throughput (posp2p-bench-relay) run here as soon as their targets
-exist; until then they are reported as not built.
+Benchmarks: codec (bench/codec), connection scaling (bench/scaling,
+posp2p-bench-scaling: drives posp2p-sim at 100..10,000 devices, about 4
+minutes) and relay throughput (bench/relay, posp2p-bench-relay: posp2p vs a
+raw libuv relay, about 2 minutes). A benchmark whose target is not
+configured (sim/ left out of POSP2P_COMPONENTS) is reported as not built.
 
 Real numbers need a quiet machine: the script prints the load average and
 warns when other work is running. Run it twice and compare if in doubt.
