@@ -75,7 +75,8 @@ static void fail_allocations(const uint8_t *line, size_t len,
   posp2p_buf_init(&out, FUZZ_OUT_MAX, &counting.base);
   FUZZ_CHECK(posp2p_legacy_encode(e, opts, &out, &err) == 0);
   posp2p_buf_free(&out);
-  if (counting.count == 0) return;
+  if (counting.count == 0)
+    return;
   fuzz_alloc_init(&failing, fuzz_fail_point(line, len, counting.count));
   posp2p_buf_init(&out, FUZZ_OUT_MAX, &failing.base);
   FUZZ_CHECK(posp2p_legacy_encode(e, opts, &out, &err) == POSP2P_ERR_NOMEM);
@@ -117,7 +118,8 @@ static void convert(const uint8_t *line, size_t len,
   posp2p_envelope_free(e2, NULL);
   posp2p_buf_free(&l2);
   posp2p_buf_free(&l1);
-  if (fail_allocs) fail_allocations(line, len, opts, e, decode_allocs);
+  if (fail_allocs)
+    fail_allocations(line, len, opts, e, decode_allocs);
   posp2p_envelope_free(e, &counting.base);
 }
 
@@ -156,7 +158,8 @@ static outcome run_whole(const uint8_t *s, size_t n, uint32_t cap,
     FUZZ_CHECK(ln.data >= s + pos && ln.data + ln.len <= s + pos + used);
     FUZZ_CHECK(ln.data == s + ln.offset);
     pos += used;
-    if (o.nlines > 0) FUZZ_CHECK(ln.offset > lines[o.nlines - 1].offset);
+    if (o.nlines > 0)
+      FUZZ_CHECK(ln.offset > lines[o.nlines - 1].offset);
     lines[o.nlines].offset = ln.offset;
     lines[o.nlines].len = ln.len;
     lines[o.nlines].data = ln.data;
@@ -198,7 +201,8 @@ static outcome run_chunked(const uint8_t *s, size_t n, uint32_t cap,
         o.err_offset = err.offset;
         break;
       }
-      if (rv == 0) FUZZ_CHECK(used == left);
+      if (rv == 0)
+        FUZZ_CHECK(used == left);
       p += used;
       left -= used;
       if (rv == 1) {
@@ -213,13 +217,15 @@ static outcome run_chunked(const uint8_t *s, size_t n, uint32_t cap,
     }
     pos += piece;
   }
-  if (o.rv == 0) o.finish = posp2p_ndjson_finish(&nd, &err);
+  if (o.rv == 0)
+    o.finish = posp2p_ndjson_finish(&nd, &err);
   posp2p_ndjson_free(&nd);
   return o;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (size < 1) return 0;
+  if (size < 1)
+    return 0;
   uint8_t sel = data[0];
   uint32_t cap = (sel & 0x80) ? SMALL_CAP : POSP2P_MAX_FRAME_DEFAULT;
   posp2p_legacy_opts opts = {(sel & 0x80) ? SMALL_CAP_OFFSET_MIN : 0};
@@ -240,6 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(chunked.rv == whole.rv);
   FUZZ_CHECK(chunked.err_offset == whole.err_offset);
   FUZZ_CHECK(chunked.finish == whole.finish);
-  if (lines != small) free(lines);
+  if (lines != small)
+    free(lines);
   return 0;
 }

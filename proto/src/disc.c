@@ -81,7 +81,11 @@ int posp2p_disc_decode(const uint8_t *d, size_t n, const ProtobufCAllocator *a,
     return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, POSP2P_DISC_MAGIC_LEN,
                             "DISC-1",
                             "datagram body is not a valid DiscoveryDatagram");
-  int rv = posp2p_disc_validate(m, err);
+  int rv = posp2p__wire_scan(&posp2p__v2__discovery_datagram__descriptor,
+                             d + POSP2P_DISC_MAGIC_LEN,
+                             n - POSP2P_DISC_MAGIC_LEN, POSP2P_DISC_MAGIC_LEN, 0,
+                             err);
+  if (rv == 0) rv = posp2p_disc_validate(m, err);
   if (rv != 0) {
     posp2p__v2__discovery_datagram__free_unpacked(m, (ProtobufCAllocator *)a);
     return rv;

@@ -7,7 +7,7 @@
 
 #include <jansson.h>
 
-#include "posp2p/codec.h"
+#include "internal.h"
 
 #define ENV_CASE(x) POSP2P__V2__ENVELOPE__##x
 #define MT(x) POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_##x
@@ -140,15 +140,23 @@ static int wire_varint(const uint8_t *p, size_t n, size_t *pos, uint64_t *v) {
   return -1;
 }
 
-static int wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
-                     size_t n, uint64_t base, int depth, posp2p_error *err) {
+int posp2p__wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                      size_t n, uint64_t base, int depth, posp2p_error *err) {
   size_t pos = 0;
   if (depth > WIRE_MAX_DEPTH)
     return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, base, "FRAME-7",
                             "messages nested deeper than %d", WIRE_MAX_DEPTH);
   while (pos < n) {
     uint64_t tag, len;
+    size_t tag_at = pos;
     if (wire_varint(p, n, &pos, &tag) != 0) break;
+    /* Field number 0 does not exist. protobuf-c rejects it only when the
+     * key is written in its minimal form, so a re-encoded message could
+     * fail to decode again; reject every form here. */
+    if ((tag >> 3) == 0)
+      return posp2p_error_set(err, POSP2P_ERR_PROTOBUF, base + tag_at,
+                              "FRAME-7", "%s has a field with number 0",
+                              d->short_name);
     switch (tag & 7) {
     case 0:
       if (wire_varint(p, n, &pos, &len) != 0) return 0;
@@ -183,8 +191,8 @@ static int wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
                                 "(byte 0x%02x)",
                                 d->short_name, f->name, p[pos + bad]);
     } else if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-      int rv = wire_scan(f->descriptor, p + pos, (size_t)len, base + pos,
-                         depth + 1, err);
+      int rv = posp2p__wire_scan(f->descriptor, p + pos, (size_t)len,
+                                 base + pos, depth + 1, err);
       if (rv != 0) return rv;
     }
     pos += (size_t)len;
@@ -472,7 +480,8 @@ int posp2p_envelope_unpack(const uint8_t *buf, size_t len,
                             "%zu-byte frame body is not a valid Envelope "
                             "(protobuf decoding failed)",
                             len);
-  return wire_scan(&posp2p__v2__envelope__descriptor, buf, len, 0, 0, err);
+  return posp2p__wire_scan(&posp2p__v2__envelope__descriptor, buf, len, 0, 0,
+                           err);
 }
 
 int posp2p_envelope_decode(const uint8_t *buf, size_t len,

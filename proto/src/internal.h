@@ -13,4 +13,10 @@ int posp2p__legacy_disc_decode(const uint8_t *d, size_t n,
 int posp2p__legacy_disc_encode(const posp2p_disc *m, posp2p_buf *out,
                                posp2p_error *err);
 
+/* Checks on the encoded bytes of a message that protobuf-c does not make
+ * (envelope.c): strings are UTF-8 without NUL (FRAME-7, MSG-22), no field
+ * number 0. base is added to reported offsets. */
+int posp2p__wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                      size_t n, uint64_t base, int depth, posp2p_error *err);
+
 #endif
