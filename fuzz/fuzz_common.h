@@ -207,12 +207,14 @@ static inline void fuzz_check_error(int rv, const posp2p_error *err) {
 }
 
 /* ---- Known codec bugs ----------------------------------------------------
- * Bugs found by these targets, reported and not yet fixed in the codec. Each
- * has a reproducer in fuzz/regressions/<target>/, on which the replay test
- * (no environment variable) keeps failing until the codec is fixed. With
- * POSP2P_FUZZ_SKIP_KNOWN=1 in the environment (scripts/fuzz-campaign.sh
- * --skip-known) a target returns early on an input that hits one, so that a
- * campaign can look for new bugs past it. Remove an entry with its fix. */
+ * A bug found by these targets and reported, but not yet fixed in the
+ * codec, keeps its reproducer in fuzz/regressions/<target>/, on which the
+ * replay test (no environment variable) keeps failing until the fix. So that
+ * a campaign can look for new bugs past it, give it a detector here and have
+ * the target return early when fuzz_skip_known() and the detector say so;
+ * POSP2P_FUZZ_SKIP_KNOWN=1 (scripts/fuzz-campaign.sh --skip-known) turns
+ * that on. Remove the detector with the fix. Open now: none (K1, field
+ * number 0, was fixed in the codec; see fuzz/README.md). */
 static inline bool fuzz_skip_known(void) {
   static int skip = -1;
   if (skip < 0) {
@@ -222,15 +224,12 @@ static inline bool fuzz_skip_known(void) {
   return skip == 1;
 }
 
-/* True if m or any message inside it holds an unknown field (any field
- * number, or with field0_only just number 0). */
-static inline bool fuzz_has_unknown(const ProtobufCMessage *m,
-                                    bool field0_only) {
+/* True if m or any message inside it holds an unknown field. */
+static inline bool fuzz_has_unknown(const ProtobufCMessage *m) {
   if (m == NULL)
     return false;
-  for (unsigned i = 0; i < m->n_unknown_fields; i++)
-    if (!field0_only || m->unknown_fields[i].tag == 0)
-      return true;
+  if (m->n_unknown_fields > 0)
+    return true;
   const ProtobufCMessageDescriptor *d = m->descriptor;
   const char *base = (const char *)m;
   for (unsigned i = 0; i < d->n_fields; i++) {
@@ -242,7 +241,7 @@ static inline bool fuzz_has_unknown(const ProtobufCMessage *m,
       ProtobufCMessage *const *v =
           *(ProtobufCMessage *const *const *)(const void *)(base + fd->offset);
       for (size_t j = 0; j < n; j++)
-        if (fuzz_has_unknown(v[j], field0_only))
+        if (fuzz_has_unknown(v[j]))
           return true;
       continue;
     }
@@ -250,21 +249,83 @@ static inline bool fuzz_has_unknown(const ProtobufCMessage *m,
         *(const uint32_t *)(const void *)(base + fd->quantifier_offset) !=
             fd->id)
       continue;
-    if (fuzz_has_unknown(
-            *(const ProtobufCMessage *const *)(const void *)(base + fd->offset),
-            field0_only))
+    if (fuzz_has_unknown(*(
+            const ProtobufCMessage *const *)(const void *)(base + fd->offset)))
       return true;
   }
   return false;
 }
 
-/* Known bug K1: protobuf-c reads a key whose first byte is 0x80|wt followed
- * by continuation bytes (e.g. 82 00) as field number 0 and keeps it as an
- * unknown field, although field 0 is invalid and its minimal key (02) is
- * rejected. Re-packing writes the minimal key, so the codec accepts a
- * message whose own re-encoding it then rejects. */
-static inline bool fuzz_has_field0(const ProtobufCMessage *m) {
-  return fuzz_has_unknown(m, true);
+/* True if s is well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+static inline bool fuzz_utf8_valid(const char *s) {
+  const uint8_t *p = (const uint8_t *)s;
+  while (*p != 0) {
+    uint8_t c = *p;
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      p++;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+      cp = c & 0x1Fu;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      cp = c & 0x0Fu;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    for (size_t k = 1; k < len; k++) {
+      if ((p[k] & 0xC0) != 0x80)
+        return false; /* also stops at the NUL */
+      cp = (cp << 6) | (p[k] & 0x3Fu);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+      return false;
+    p += len;
+  }
+  return true;
+}
+
+/* True if every string in m and in the messages inside it is valid UTF-8:
+ * proto3 requires it (FRAME-7), and the legacy encoder can write nothing
+ * else, so no decoder may hand out anything else. */
+static inline bool fuzz_strings_valid(const ProtobufCMessage *m) {
+  if (m == NULL)
+    return true;
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  const char *base = (const char *)m;
+  for (unsigned i = 0; i < d->n_fields; i++) {
+    const ProtobufCFieldDescriptor *fd = &d->fields[i];
+    if (fd->type != PROTOBUF_C_TYPE_STRING &&
+        fd->type != PROTOBUF_C_TYPE_MESSAGE)
+      continue;
+    const void *field = base + fd->offset;
+    if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+      size_t n = *(const size_t *)(const void *)(base + fd->quantifier_offset);
+      void *const *v = *(void *const *const *)field;
+      for (size_t j = 0; j < n; j++) {
+        if (fd->type == PROTOBUF_C_TYPE_STRING ? !fuzz_utf8_valid(v[j])
+                                               : !fuzz_strings_valid(v[j]))
+          return false;
+      }
+      continue;
+    }
+    if ((fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+        *(const uint32_t *)(const void *)(base + fd->quantifier_offset) !=
+            fd->id)
+      continue;
+    const void *v = *(const void *const *)field;
+    if (fd->type == PROTOBUF_C_TYPE_STRING ? !fuzz_utf8_valid(v)
+                                           : !fuzz_strings_valid(v))
+      return false;
+  }
+  return true;
 }
 
 #endif /* POSP2P_FUZZ_COMMON_H */

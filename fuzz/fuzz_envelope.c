@@ -65,8 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   FUZZ_CHECK(e != NULL);
   FUZZ_CHECK(posp2p_envelope_validate(e, &err) == 0);
   FUZZ_CHECK(posp2p_message_type_name((int)e->message_type) != NULL);
-  if (!(fuzz_skip_known() && fuzz_has_field0(&e->base)))
-    reencode(e);
+  FUZZ_CHECK(fuzz_strings_valid(&e->base));
+  reencode(e);
   posp2p_envelope_free(e, &counting.base);
 
   /* The same input with one allocation failing: an error, no message, no

@@ -99,6 +99,7 @@ static void convert(const uint8_t *line, size_t len,
   size_t decode_allocs = counting.count;
   FUZZ_CHECK(e != NULL);
   FUZZ_CHECK(posp2p_envelope_validate(e, &err) == 0);
+  FUZZ_CHECK(fuzz_strings_valid(&e->base));
 
   posp2p_buf l1, l2;
   posp2p_buf_init(&l1, FUZZ_OUT_MAX, NULL);

@@ -119,6 +119,16 @@ if [ "$skip_known" = 1 ]; then
   export POSP2P_FUZZ_SKIP_KNOWN=1
 fi
 
+# Run a command quietly; on failure show the end of its output and stop.
+quiet() {
+  local log="$scratch/quiet.log"
+  if ! "$@" >"$log" 2>&1; then
+    echo "fuzz-campaign: failed: $*" >&2
+    tail -n 30 "$log" >&2
+    exit 2
+  fi
+}
+
 # Value of KEY in fuzz/<target>.options ([libfuzzer] section), or $3.
 option() {
   local file="fuzz/$1.options" v=""
@@ -134,17 +144,17 @@ if [ "$do_fuzz" = 1 ]; then
   if [ "$sanitize" = ON ]; then
     build=build/fuzz
     echo "== configure + build: cmake --preset fuzz ($build)"
-    cmake --preset fuzz >/dev/null
+    quiet cmake --preset fuzz
   else
     build=build/fuzz-nosan
     echo "== configure + build: libFuzzer without sanitizers ($build)"
-    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    quiet cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_C_COMPILER="$clang_bin" -DCMAKE_CXX_COMPILER="$clangxx_bin" \
-      -DPOSP2P_FUZZ=ON -DPOSP2P_SANITIZE=OFF >/dev/null
+      -DPOSP2P_FUZZ=ON -DPOSP2P_SANITIZE=OFF
   fi
   build_targets=("${targets[@]}")
   [ "$regen" = 1 ] && build_targets+=(fuzz_gen_seeds)
-  cmake --build "$build" --target "${build_targets[@]}" -- -j "$jobs" >/dev/null
+  quiet cmake --build "$build" --target "${build_targets[@]}" -- -j "$jobs"
 
   if [ "$regen" = 1 ]; then
     echo "== regenerate seeds (fuzz_gen_seeds + proto/vectors) and merge"
@@ -228,21 +238,26 @@ if [ "$do_cov" = 1 ]; then
   cov=build/cov
   echo
   echo "== coverage: replay every corpus and regression file ($cov)"
-  cmake -S . -B "$cov" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  quiet cmake -S . -B "$cov" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_C_COMPILER="$clang_bin" -DCMAKE_CXX_COMPILER="$clangxx_bin" \
     -DPOSP2P_FUZZ=OFF -DPOSP2P_SANITIZE=OFF \
     -DCMAKE_C_FLAGS="-fprofile-instr-generate -fcoverage-mapping" \
-    -DCMAKE_EXE_LINKER_FLAGS="-fprofile-instr-generate" >/dev/null
+    -DCMAKE_EXE_LINKER_FLAGS="-fprofile-instr-generate"
   replays=()
   for t in "${targets[@]}"; do replays+=("replay_$t"); done
-  cmake --build "$cov" --target "${replays[@]}" -- -j "$jobs" >/dev/null
+  quiet cmake --build "$cov" --target "${replays[@]}" -- -j "$jobs"
   rm -rf "$cov/profiles"
   mkdir -p "$cov/profiles"
   objects=()
   for t in "${targets[@]}"; do
     bin="$cov/fuzz/replay_$t"
     objects+=(-object "$bin")
-    LLVM_PROFILE_FILE="$cov/profiles/$t-corpus.profraw" "$bin" "fuzz/corpus/$t" >/dev/null
+    if ! LLVM_PROFILE_FILE="$cov/profiles/$t-corpus.profraw" "$bin" "fuzz/corpus/$t" \
+      >"$scratch/$t.cov.log" 2>&1; then
+      echo "fuzz-campaign: replay of fuzz/corpus/$t failed (its coverage is missing):" >&2
+      tail -n 5 "$scratch/$t.cov.log" >&2
+      status=1
+    fi
     if [ -d "fuzz/regressions/$t" ]; then
       # Regressions of open bugs still crash; skip those inputs so that the
       # process exits normally and writes its profile.
