@@ -56,6 +56,11 @@
 
 typedef enum { MODE_DIRECTED = 0, MODE_FANOUT = 1 } relay_mode;
 
+static void die(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2), noreturn))
+#endif
+    ;
 static void die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -1,5 +1,7 @@
 /* Compact JSON writer and Dart-compatible double formatting. See
  * json_emit.h for the contract. */
+#include <jansson.h>
+
 #include "json_emit.h"
 
 #include <float.h>
@@ -424,4 +426,36 @@ void posp2p__json_null(posp2p__json_writer *w) {
   value_begin(w);
   put(w, "null", 4);
   w->need_comma = true;
+}
+
+/* Write a parsed jansson value compactly, keys in their order, numbers in
+ * Dart form. Shared by the legacy codec and the posp2p-peer daemon. */
+void posp2p__json_value(posp2p__json_writer *w, const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: {
+    posp2p__json_object_begin(w);
+    for (void *it = json_object_iter((json_t *)v); it != NULL;
+         it = json_object_iter_next((json_t *)v, it)) {
+      posp2p__json_key(w, json_object_iter_key(it),
+                       json_object_iter_key_len(it));
+      posp2p__json_value(w, json_object_iter_value(it));
+    }
+    posp2p__json_object_end(w);
+    break;
+  }
+  case JSON_ARRAY:
+    posp2p__json_array_begin(w);
+    for (size_t i = 0; i < json_array_size(v); i++)
+      posp2p__json_value(w, json_array_get(v, i));
+    posp2p__json_array_end(w);
+    break;
+  case JSON_STRING:
+    posp2p__json_string(w, json_string_value(v), json_string_length(v));
+    break;
+  case JSON_INTEGER: posp2p__json_int(w, json_integer_value(v)); break;
+  case JSON_REAL: posp2p__json_double(w, json_real_value(v)); break;
+  case JSON_TRUE: posp2p__json_bool(w, true); break;
+  case JSON_FALSE: posp2p__json_bool(w, false); break;
+  case JSON_NULL: posp2p__json_null(w); break;
+  }
 }

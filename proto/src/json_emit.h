@@ -83,4 +83,10 @@ void posp2p__json_double(posp2p__json_writer *w, double v);
 void posp2p__json_bool(posp2p__json_writer *w, bool v);
 void posp2p__json_null(posp2p__json_writer *w);
 
+/* Write a parsed jansson value (declared through its struct tag so that
+ * this header does not need jansson.h): objects with keys in their order,
+ * integers as integers, reals as Dart doubles. */
+struct json_t;
+void posp2p__json_value(posp2p__json_writer *w, const struct json_t *v);
+
 #endif /* POSP2P_JSON_EMIT_H */

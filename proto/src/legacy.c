@@ -595,35 +595,6 @@ static int json_parse(const uint8_t *p, size_t n, const char *what,
  * format, strings with Dart's escapes. Text a Dart sender wrote comes back
  * byte for byte; other senders' text is normalised to what a Dart receiver
  * would make of it. */
-static void emit_json(posp2p__json_writer *w, const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: {
-    posp2p__json_object_begin(w);
-    for (void *it = json_object_iter((json_t *)v); it != NULL;
-         it = json_object_iter_next((json_t *)v, it)) {
-      posp2p__json_key(w, json_object_iter_key(it),
-                       json_object_iter_key_len(it));
-      emit_json(w, json_object_iter_value(it));
-    }
-    posp2p__json_object_end(w);
-    break;
-  }
-  case JSON_ARRAY:
-    posp2p__json_array_begin(w);
-    for (size_t i = 0; i < json_array_size(v); i++)
-      emit_json(w, json_array_get(v, i));
-    posp2p__json_array_end(w);
-    break;
-  case JSON_STRING:
-    posp2p__json_string(w, json_string_value(v), json_string_length(v));
-    break;
-  case JSON_INTEGER: posp2p__json_int(w, json_integer_value(v)); break;
-  case JSON_REAL: posp2p__json_double(w, json_real_value(v)); break;
-  case JSON_TRUE: posp2p__json_bool(w, true); break;
-  case JSON_FALSE: posp2p__json_bool(w, false); break;
-  case JSON_NULL: posp2p__json_null(w); break;
-  }
-}
 
 /* Compact text of v as a NUL-terminated string allocated from a; NULL when
  * out of memory. */
@@ -632,7 +603,7 @@ static char *json_compact(const ProtobufCAllocator *a, const json_t *v) {
   posp2p__json_writer w;
   posp2p_buf_init(&b, EMBEDDED_JSON_MAX, a);
   posp2p__json_writer_init(&w, &b);
-  emit_json(&w, v);
+  posp2p__json_value(&w, v);
   if (w.err == 0 && posp2p_buf_append(&b, "", 1) == POSP2P_OK)
     return (char *)b.data;
   posp2p_buf_free(&b);
@@ -650,7 +621,7 @@ static int emit_embedded(posp2p__json_writer *w, const char *s,
   if (json_parse((const uint8_t *)s, strlen(s), what, &j, &perr) != 0)
     return posp2p_error_set(err, POSP2P_ERR_INVAL, 0, req, "cannot encode: %s",
                             perr.message);
-  emit_json(w, j);
+  posp2p__json_value(w, j);
   json_decref(j);
   return 0;
 }

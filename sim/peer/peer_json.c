@@ -6,44 +6,13 @@
 #include "daemon.h"
 #include "json_emit.h" /* the codec's Dart-compatible JSON writer */
 
-static void emit(posp2p__json_writer *w, const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: {
-    const char *key;
-    json_t *val;
-    posp2p__json_object_begin(w);
-    json_object_foreach((json_t *)(uintptr_t)v, key, val) {
-      posp2p__json_key(w, key, strlen(key));
-      emit(w, val);
-    }
-    posp2p__json_object_end(w);
-    break;
-  }
-  case JSON_ARRAY: {
-    size_t i;
-    json_t *val;
-    posp2p__json_array_begin(w);
-    json_array_foreach(v, i, val) emit(w, val);
-    posp2p__json_array_end(w);
-    break;
-  }
-  case JSON_STRING:
-    posp2p__json_string(w, json_string_value(v), json_string_length(v));
-    break;
-  case JSON_INTEGER: posp2p__json_int(w, json_integer_value(v)); break;
-  case JSON_REAL: posp2p__json_double(w, json_real_value(v)); break;
-  case JSON_TRUE: posp2p__json_bool(w, true); break;
-  case JSON_FALSE: posp2p__json_bool(w, false); break;
-  case JSON_NULL: posp2p__json_null(w); break;
-  }
-}
 
 char *json_text(const json_t *v, size_t *len) {
   posp2p_buf b;
   posp2p__json_writer w;
   posp2p_buf_init(&b, 256u * 1024u * 1024u, NULL);
   posp2p__json_writer_init(&w, &b);
-  emit(&w, v);
+  posp2p__json_value(&w, v);
   if (w.err == 0) w.err = posp2p_buf_append(&b, "", 1); /* NUL */
   if (w.err != 0) {
     posp2p_buf_free(&b);
