@@ -2,6 +2,7 @@
  * json_emit.h for the contract. */
 #include <jansson.h>
 
+#include "internal.h"
 #include "json_emit.h"
 
 #include <float.h>
@@ -263,13 +264,20 @@ size_t posp2p__json_utf8_seq(const uint8_t *s, size_t n) {
   return len;
 }
 
+/* Index of the first byte at or after i that is not ASCII, or n. */
+POSP2P__NO_COVERAGE static size_t ascii_skip(const uint8_t *s, size_t i,
+                                             size_t n) {
+  while (i < n && s[i] < 0x80u)
+    i++;
+  return i;
+}
+
 size_t posp2p__json_utf8_check(const uint8_t *s, size_t n) {
   size_t i = 0;
-  while (i < n) {
-    if (s[i] < 0x80u) {
-      i++;
-      continue;
-    }
+  for (;;) {
+    i = ascii_skip(s, i, n);
+    if (i >= n)
+      break;
     size_t len = posp2p__json_utf8_seq(s + i, n - i);
     if (len == 0)
       return i;
@@ -329,6 +337,15 @@ void posp2p__json_array_end(posp2p__json_writer *w) {
 }
 
 /* The quoted, escaped string without the comma logic. */
+/* Index of the first byte at or after i that a JSON string must escape,
+ * or n. */
+POSP2P__NO_COVERAGE static size_t unescaped_skip(const uint8_t *u, size_t i,
+                                                 size_t n) {
+  while (i < n && u[i] >= 0x20u && u[i] != '"' && u[i] != '\\')
+    i++;
+  return i;
+}
+
 static void put_string(posp2p__json_writer *w, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const uint8_t *u = (const uint8_t *)s;
@@ -341,13 +358,12 @@ static void put_string(posp2p__json_writer *w, const char *s, size_t n) {
     return;
   }
   put_char(w, '"');
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = unescaped_skip(u, 0, n); i < n;
+       i = unescaped_skip(u, i + 1, n)) {
     uint8_t c = u[i];
     char esc[6];
     size_t elen = 2;
 
-    if (c >= 0x20u && c != '"' && c != '\\')
-      continue;
     esc[0] = '\\';
     switch (c) {
     case '"': esc[1] = '"'; break;

@@ -429,6 +429,50 @@ typedef struct {
   const char *what;
 } guard_result;
 
+/* Byte classes for guard_scan. Most bytes of a legacy line are plain
+ * (neither structural nor special), and the scan runs on every line a
+ * device receives, so it skips runs of them with one table lookup per byte
+ * instead of a chain of comparisons. */
+enum {
+  G_PLAIN = 0,
+  G_NUL,   /* 0x00 */
+  G_HIGH,  /* 0x80..0xFF: start of a UTF-8 sequence (or garbage) */
+  G_QUOTE, /* '"' */
+  G_BSLASH,
+  G_OPEN,  /* '{' '[' */
+  G_CLOSE, /* '}' ']' */
+};
+
+/* Designated initialisers for 0x80..0xFF without the GNU range extension. */
+#define G_HIGH8(b)                                                             \
+  [(b)] = G_HIGH, [(b) + 1] = G_HIGH, [(b) + 2] = G_HIGH, [(b) + 3] = G_HIGH,  \
+  [(b) + 4] = G_HIGH, [(b) + 5] = G_HIGH, [(b) + 6] = G_HIGH,                  \
+  [(b) + 7] = G_HIGH
+#define G_HIGH64(b)                                                            \
+  G_HIGH8(b), G_HIGH8((b) + 8), G_HIGH8((b) + 16), G_HIGH8((b) + 24),          \
+      G_HIGH8((b) + 32), G_HIGH8((b) + 40), G_HIGH8((b) + 48),                 \
+      G_HIGH8((b) + 56)
+
+static const uint8_t guard_class[256] = {
+    [0] = G_NUL,
+    ['"'] = G_QUOTE,
+    ['\\'] = G_BSLASH,
+    ['{'] = G_OPEN,
+    ['['] = G_OPEN,
+    ['}'] = G_CLOSE,
+    [']'] = G_CLOSE,
+    G_HIGH64(0x80),
+    G_HIGH64(0xC0),
+};
+
+/* Index of the first byte at or after i that is not G_PLAIN, or n. */
+POSP2P__NO_COVERAGE static size_t guard_skip_plain(const uint8_t *p, size_t i,
+                                                   size_t n) {
+  while (i < n && guard_class[p[i]] == G_PLAIN)
+    i++;
+  return i;
+}
+
 /* One pass over the raw text: NUL bytes, "\u0000", ill-formed UTF-8, lone
  * surrogate escapes (which no UTF-8 string can hold) and nesting depth. It
  * tracks strings exactly as JSON defines them, so brackets inside strings
@@ -440,13 +484,15 @@ static guard_result guard_scan(const uint8_t *p, size_t n) {
   int depth = 0;
   size_t i = 0;
 
-  while (i < n) {
-    uint8_t c = p[i];
-    if (c == 0) {
+  for (;;) {
+    i = guard_skip_plain(p, i, n);
+    if (i >= n)
+      break;
+    switch (guard_class[p[i]]) {
+    case G_NUL:
       g = (guard_result){POSP2P_ERR_JSON_NUL, i, REQ_TEXT, "NUL byte"};
       return g;
-    }
-    if (c >= 0x80u) {
+    case G_HIGH: {
       size_t len = posp2p__json_utf8_seq(p + i, n - i);
       if (len == 0) {
         g = (guard_result){POSP2P_ERR_JSON_UTF8, i, REQ_TEXT,
@@ -456,10 +502,13 @@ static guard_result guard_scan(const uint8_t *p, size_t n) {
       i += len;
       continue;
     }
-    if (in_str) {
-      if (c == '"') {
-        in_str = false;
-      } else if (c == '\\' && i + 1 < n && p[i + 1] == 'u') {
+    case G_QUOTE:
+      in_str = !in_str;
+      break;
+    case G_BSLASH:
+      if (!in_str || i + 1 >= n)
+        break;
+      if (p[i + 1] == 'u') {
         int cp = escape_at(p + i, n - i);
         if (cp == 0) {
           g = (guard_result){POSP2P_ERR_JSON_NUL, i, REQ_TEXT,
@@ -484,20 +533,23 @@ static guard_result guard_scan(const uint8_t *p, size_t n) {
         }
         i += cp < 0 ? 2 : ESCAPE_LEN;
         continue;
-      } else if (c == '\\' && i + 1 < n && p[i + 1] != 0 && p[i + 1] < 0x80u) {
+      }
+      if (p[i + 1] != 0 && p[i + 1] < 0x80u) {
         i += 2; /* the escaped character cannot end the string */
         continue;
       }
-    } else if (c == '"') {
-      in_str = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > POSP2P_JSON_MAX_DEPTH) {
+      break;
+    case G_OPEN:
+      if (!in_str && ++depth > POSP2P_JSON_MAX_DEPTH) {
         g = (guard_result){POSP2P_ERR_JSON_DEPTH, i, REQ_DEPTH,
                            "JSON nested deeper than " DEPTH_TEXT " levels"};
         return g;
       }
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      depth--;
+      break;
+    case G_CLOSE:
+      if (!in_str && depth > 0)
+        depth--;
+      break;
     }
     i++;
   }
