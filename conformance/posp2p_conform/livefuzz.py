@@ -6,11 +6,16 @@ own 127.x address with compressed timers), or --dut HOST[:PORT] (loopback
 only). Inputs are made by mutating valid messages built with the codec
 helpers (codec.py): bit flips, truncation, length-prefix lies, field swaps,
 oversize frames, junk JSON. They go out in batches; after each batch the
-device must still answer (a fresh v2 handshake, else a discovery request).
+device must still pass every liveness probe it passed before the run (a
+fresh v2 handshake, a discovery answer): a device that still answers
+discovery but has stopped answering TCP counts as failed.
 On a failure the inputs of the failing batch and the one before it are
 written as JSONL ({"kind": "tcp"|"udp", "hex": ...} per line) that --replay
-sends again in order. A run is repeatable: every random choice, id and
-timestamp comes from --seed.
+sends again in order. With --minimize (only when this tool starts the
+device) those inputs are then cut down by delta debugging, each trial
+against a freshly started device, to a smallest set that still fails; that
+set is written next to the failure file. A run is repeatable: every random
+choice, id and timestamp comes from --seed.
 
 Network safety: only 127.0.0.0/8 is ever a destination; the run is bounded
 by --count and --seconds and stops by itself.
@@ -32,7 +37,8 @@ from . import codec as C
 DEFAULT_COUNT = 2000
 DEFAULT_SECONDS = 60.0
 DEFAULT_BATCH = 50
-LIVE_TIMEOUT = 3.0      # seconds for the liveness check
+LIVE_TIMEOUT = 3.0      # seconds for the liveness check (default of --live-timeout)
+DEFAULT_MINIMIZE_SECONDS = 120.0
 TS = 1767225600000      # fixed timestamps: inputs depend on the seed only
 
 
@@ -271,12 +277,18 @@ class Gen:
 # ---- the device --------------------------------------------------------------------
 
 class Target:
-    def __init__(self, host: str, tcp_port: int, udp_port: int, proc=None):
+    def __init__(self, host: str, tcp_port: int, udp_port: int, proc=None,
+                 live_timeout: float = LIVE_TIMEOUT):
         self.host = loopback_only(host)
         self.tcp_port = tcp_port
         self.udp_port = udp_port
         self.proc = proc             # peerctl.Peer when we started it
         self.device_id: Optional[str] = None
+        self.live_timeout = live_timeout
+        # The probes the device passed before the run (set by baseline());
+        # every later check requires all of them.
+        self.probes: List[str] = []
+        self._probe_n = 0
 
     def send(self, inp: Dict[str, str]) -> None:
         data = bytes.fromhex(inp["hex"])
@@ -302,10 +314,11 @@ class Target:
     def handshake(self) -> bool:
         me = C.new_id()
         try:
-            with socket.create_connection((self.host, self.tcp_port), timeout=LIVE_TIMEOUT) as s:
+            with socket.create_connection((self.host, self.tcp_port),
+                                          timeout=self.live_timeout) as s:
                 s.sendall(C.preface() + C.frame(C.hello(me)))
                 rd = C.FrameReader()
-                end = time.monotonic() + LIVE_TIMEOUT
+                end = time.monotonic() + self.live_timeout
                 while time.monotonic() < end:
                     s.settimeout(max(0.01, end - time.monotonic()))
                     chunk = s.recv(65536)
@@ -322,10 +335,19 @@ class Target:
             return False
         return False
 
+    def probe_source(self) -> str:
+        """A loopback source address not used by an earlier probe: a device
+        answers one discovery request per source address per second
+        (DISC-10), so probes from one address would be rate-limited."""
+        self._probe_n += 1
+        n = self._probe_n
+        return "127.%d.%d.%d" % (200 + os.getpid() % 50, n // 250 % 250 + 1, n % 250 + 1)
+
     def discovery(self) -> bool:
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.settimeout(LIVE_TIMEOUT)
+                s.bind((self.probe_source(), 0))
+                s.settimeout(self.live_timeout)
                 s.sendto(C.disc_bytes(C.disc("REQUEST", C.new_id())), (self.host, self.udp_port))
                 data, _ = s.recvfrom(65536)
                 C.parse_disc(data)
@@ -333,21 +355,31 @@ class Target:
         except (OSError, ValueError):
             return False
 
+    PROBES = {"v2 handshake": "handshake", "discovery answer": "discovery"}
+
+    def baseline(self) -> Tuple[bool, str]:
+        """Which probes the device passes before fuzzing; at least one must."""
+        self.probes = [name for name, fn in self.PROBES.items() if getattr(self, fn)()]
+        if not self.probes:
+            return False, "no v2 handshake and no discovery answer"
+        return True, " + ".join(self.probes)
+
     def alive(self) -> Tuple[bool, str]:
         if self.proc is not None and not self.proc.running():
             return False, "posp2p-peer exited with %s" % self.proc.returncode()
-        if self.handshake():
-            return True, "v2 handshake"
-        if self.discovery():
-            return True, "discovery answer"
-        return False, "no v2 handshake and no discovery answer"
+        for name in self.probes:
+            if not getattr(self, self.PROBES[name])():
+                return False, "no %s (it answered one before the run)" % name
+        return True, " + ".join(self.probes)
 
 
-def start_peer(build_dir: Optional[str]) -> Target:
+def start_peer(build_dir: Optional[str], binary: Optional[str] = None,
+               live_timeout: float = LIVE_TIMEOUT) -> Target:
     sim_tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sim", "tests")
     sys.path.insert(0, os.path.normpath(sim_tests))
     import peerctl  # noqa: E402
-    binary = peerctl.peer_binary(build_dir) if build_dir else peerctl.peer_binary()
+    if binary is None:
+        binary = peerctl.peer_binary(build_dir) if build_dir else peerctl.peer_binary()
     host = peerctl.loopback_ip()
     udp = peerctl.free_port("udp", host)
     args = ["--type", "mainPOS", "--name", "livefuzz-dut", "--bind", host, "--tcp-port", "0",
@@ -357,7 +389,7 @@ def start_peer(build_dir: Optional[str]) -> Target:
             "--broadcast", "127.255.255.255", "--log-level", "warn"]
     peer = peerctl.Peer(*args, name="livefuzz-dut", binary=binary,
                         env={"ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "detect_leaks=0")})
-    return Target(host, int(peer.ready["tcp_port"]), udp, proc=peer)
+    return Target(host, int(peer.ready["tcp_port"]), udp, proc=peer, live_timeout=live_timeout)
 
 
 def parse_dut(s: str) -> Tuple[str, int]:
@@ -366,10 +398,73 @@ def parse_dut(s: str) -> Tuple[str, int]:
 
 
 def write_failure(path: str, header: dict, inputs: List[dict]) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
     with open(path, "w") as f:
         f.write(json.dumps(header) + "\n")
         for i in inputs:
             f.write(json.dumps(i) + "\n")
+
+
+def fails_on(start, inputs: List[dict]) -> bool:
+    """Send inputs to a freshly started device; True if it then fails a
+    probe it passed before them."""
+    t = start()
+    try:
+        ok, _ = t.baseline()
+        if not ok:
+            raise RuntimeError("a fresh device does not answer before the inputs")
+        for inp in inputs:
+            t.send(inp)
+        return not t.alive()[0]
+    finally:
+        t.proc.close()
+
+
+def minimize(start, inputs: List[dict], deadline: float,
+             say=lambda *x: None) -> Tuple[List[dict], int, bool]:
+    """Delta debugging (Zeller's ddmin) over the input list, each trial on
+    a fresh device. Returns (smallest failing list found, trials, whether
+    it is 1-minimal, i.e. the search ended before the deadline)."""
+    cur, n, trials = list(inputs), 2, 0
+
+    def attempt(cand: List[dict]) -> Optional[bool]:
+        nonlocal trials
+        if time.monotonic() > deadline:
+            return None
+        trials += 1
+        failed = fails_on(start, cand)
+        if failed:
+            say("posp2p-livefuzz: minimize: %d -> %d inputs still fail" % (len(cur), len(cand)))
+        return failed
+
+    while len(cur) >= 2:
+        size = -(-len(cur) // n)
+        chunks = [cur[i:i + size] for i in range(0, len(cur), size)]
+        nxt = None
+        for c in chunks:                          # one chunk alone
+            r = attempt(c)
+            if r is None:
+                return cur, trials, False
+            if r:
+                nxt, n = c, 2
+                break
+        if nxt is None and len(chunks) > 2:       # everything but one chunk
+            for k in range(len(chunks)):
+                comp = [x for j, c in enumerate(chunks) if j != k for x in c]
+                r = attempt(comp)
+                if r is None:
+                    return cur, trials, False
+                if r:
+                    nxt, n = comp, max(n - 1, 2)
+                    break
+        if nxt is not None:
+            cur = nxt
+        elif n >= len(cur):
+            break                                 # 1-minimal
+        else:
+            n = min(len(cur), 2 * n)
+    return cur, trials, True
 
 
 def read_replay(path: str) -> List[dict]:
@@ -398,6 +493,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="the DUT's discovery port with --dut (default 8765)")
     ap.add_argument("--build-dir", help="build tree with sim/peer/posp2p-peer "
                                         "(default $POSP2P_BUILD_DIR or build/asan)")
+    ap.add_argument("--peer-binary", metavar="PATH",
+                    help="start this posp2p-peer build instead of the build tree's "
+                         "(e.g. a mutant)")
+    ap.add_argument("--live-timeout", type=float, default=LIVE_TIMEOUT,
+                    help="seconds each liveness probe waits (default %g)" % LIVE_TIMEOUT)
+    ap.add_argument("--minimize", action="store_true",
+                    help="after a failure, cut the failing inputs down by delta debugging "
+                         "against fresh devices (not with --dut); writes OUT.min.jsonl")
+    ap.add_argument("--minimize-seconds", type=float, default=DEFAULT_MINIMIZE_SECONDS,
+                    help="time bound of --minimize (default %g)" % DEFAULT_MINIMIZE_SECONDS)
     ap.add_argument("--count", type=int, default=DEFAULT_COUNT,
                     help="inputs to send at most (default %d)" % DEFAULT_COUNT)
     ap.add_argument("--seconds", type=float, default=DEFAULT_SECONDS,
@@ -412,75 +517,106 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="send the inputs of a failure file in order, then check the DUT")
     ap.add_argument("-q", "--quiet", action="store_true", help="only the summary")
     a = ap.parse_args(argv)
-    if a.count < 0 or a.seconds <= 0 or a.batch < 1:
-        ap.error("--count >= 0, --seconds > 0, --batch >= 1")
+    if a.count < 0 or a.seconds <= 0 or a.batch < 1 or a.live_timeout <= 0:
+        ap.error("--count >= 0, --seconds > 0, --batch >= 1, --live-timeout > 0")
+    if a.dut and (a.minimize or a.peer_binary):
+        ap.error("--minimize and --peer-binary start the device themselves; not with --dut")
+    if a.peer_binary and not os.access(a.peer_binary, os.X_OK):
+        ap.error("--peer-binary %s: not an executable file" % a.peer_binary)
     if a.build_dir:
         os.environ["POSP2P_BUILD_DIR"] = a.build_dir
 
     try:
         if a.dut:
             host, port = parse_dut(a.dut)
-            t = Target(host, port, a.udp_port)
+            t = Target(host, port, a.udp_port, live_timeout=a.live_timeout)
         else:
-            t = start_peer(a.build_dir)
+            t = start_peer(a.build_dir, a.peer_binary, a.live_timeout)
     except Refused as e:
         print("posp2p-livefuzz: refused: %s" % e, file=sys.stderr)
         return 2
 
     try:
-        ok, how = t.alive()
-        if not ok:
-            print("posp2p-livefuzz: the device does not answer before fuzzing (%s)" % how,
-                  file=sys.stderr)
-            return 2
-        say = (lambda *x: None) if a.quiet else print
-        say("posp2p-livefuzz: DUT %s tcp %d udp %d (%s)" % (t.host, t.tcp_port, t.udp_port,
-                                                           "posp2p-peer" if t.proc else "--dut"))
-        if a.replay:
-            inputs = read_replay(a.replay)
-            for inp in inputs:
-                t.send(inp)
-            ok, how = t.alive()
-            print("posp2p-livefuzz: replayed %d inputs from %s: %s" % (
-                len(inputs), a.replay, "device still answering (%s)" % how if ok
-                else "DEVICE NOT ANSWERING (%s)" % how))
-            return 0 if ok else 1
-
-        g = Gen(a.seed, a.max_frame)
-        start = time.monotonic()
-        sent, batches = 0, 0
-        prev: List[dict] = []
-        kinds: Dict[str, int] = {}
-        while sent < a.count and time.monotonic() - start < a.seconds:
-            batch = []
-            while (len(batch) < a.batch and sent < a.count
-                   and time.monotonic() - start < a.seconds):
-                inp = g.input(t.device_id)
-                t.send(inp)
-                batch.append(inp)
-                sent += 1
-                key = inp["kind"] + "/" + inp["wire"]
-                kinds[key] = kinds.get(key, 0) + 1
-            batches += 1
-            ok, how = t.alive()
-            if not ok:
-                out = a.out or "livefuzz-failure-%d.jsonl" % a.seed
-                write_failure(out, {"seed": a.seed, "batch": batches, "sent": sent,
-                                    "failure": how}, prev + batch)
-                print("posp2p-livefuzz: DEVICE NOT ANSWERING after batch %d (%d inputs): %s; "
-                      "the last %d inputs are in %s (replay: --replay %s)"
-                      % (batches, sent, how, len(prev) + len(batch), out, out))
-                return 1
-            say("posp2p-livefuzz: batch %d: %d inputs sent, alive (%s)" % (batches, sent, how))
-            prev = batch
-        el = time.monotonic() - start
-        print("posp2p-livefuzz: seed %d: %d inputs in %d batches, %.1f s (%.0f inputs/s; %s): "
-              "device still answering" % (a.seed, sent, batches, el, sent / el if el else 0,
-                                          ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
-        return 0
+        return run(a, t)
+    except OSError as e:
+        print("posp2p-livefuzz: %s" % e, file=sys.stderr)
+        return 2
     finally:
         if t.proc is not None:
             t.proc.close()
+
+
+def run(a, t: Target) -> int:
+    """The fuzzing loop (or --replay) against a device that is up."""
+    ok, how = t.baseline()
+    if not ok:
+        print("posp2p-livefuzz: the device does not answer before fuzzing (%s)" % how,
+              file=sys.stderr)
+        return 2
+    say = (lambda *x: None) if a.quiet else print
+    say("posp2p-livefuzz: DUT %s tcp %d udp %d (%s)" % (t.host, t.tcp_port, t.udp_port,
+                                                       "posp2p-peer" if t.proc else "--dut"))
+    if a.replay:
+        inputs = read_replay(a.replay)
+        for inp in inputs:
+            t.send(inp)
+        ok, how = t.alive()
+        print("posp2p-livefuzz: replayed %d inputs from %s: %s" % (
+            len(inputs), a.replay, "device still answering (%s)" % how if ok
+            else "DEVICE NOT ANSWERING (%s)" % how))
+        return 0 if ok else 1
+
+    g = Gen(a.seed, a.max_frame)
+    start = time.monotonic()
+    sent, batches = 0, 0
+    prev: List[dict] = []
+    kinds: Dict[str, int] = {}
+    while sent < a.count and time.monotonic() - start < a.seconds:
+        batch = []
+        while (len(batch) < a.batch and sent < a.count
+               and time.monotonic() - start < a.seconds):
+            inp = g.input(t.device_id)
+            t.send(inp)
+            batch.append(inp)
+            sent += 1
+            key = inp["kind"] + "/" + inp["wire"]
+            kinds[key] = kinds.get(key, 0) + 1
+        batches += 1
+        ok, how = t.alive()
+        if not ok:
+            out = a.out or "livefuzz-failure-%d.jsonl" % a.seed
+            failing = prev + batch
+            write_failure(out, {"seed": a.seed, "batch": batches, "sent": sent,
+                                "failure": how}, failing)
+            print("posp2p-livefuzz: DEVICE NOT ANSWERING after batch %d (%d inputs): %s; "
+                  "the last %d inputs are in %s (replay: --replay %s)"
+                  % (batches, sent, how, len(failing), out, out))
+            if a.minimize:
+                t.proc.close()
+                starter = lambda: start_peer(a.build_dir, a.peer_binary, a.live_timeout)
+                if not fails_on(starter, failing):
+                    print("posp2p-livefuzz: minimize: the %d inputs do not fail a fresh "
+                          "device (the failure needs earlier state, or is timing); "
+                          "nothing minimized" % len(failing))
+                    return 1
+                small, trials, done = minimize(starter, failing,
+                                               time.monotonic() + a.minimize_seconds, say)
+                mout = os.path.splitext(out)[0] + ".min.jsonl"
+                write_failure(mout, {"seed": a.seed, "failure": how, "minimized_from":
+                                     len(failing), "trials": trials, "one_minimal": done},
+                              small)
+                print("posp2p-livefuzz: minimized to %d input%s (%s) in %d trials%s: %s"
+                      % (len(small), "" if len(small) == 1 else "s",
+                         ", ".join(sorted({i.get("mut", "?") for i in small})), trials,
+                         "" if done else " (stopped by --minimize-seconds)", mout))
+            return 1
+        say("posp2p-livefuzz: batch %d: %d inputs sent, alive (%s)" % (batches, sent, how))
+        prev = batch
+    el = time.monotonic() - start
+    print("posp2p-livefuzz: seed %d: %d inputs in %d batches, %.1f s (%.0f inputs/s; %s): "
+          "device still answering" % (a.seed, sent, batches, el, sent / el if el else 0,
+                                      ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
+    return 0
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ static bool conn_eq(const void *e, const void *key) {
   return ((const posp2p__conn *)e)->id == *(const posp2p_conn_id *)key;
 }
 
+#if POSP2P_MUTANT(wedge_on_oversize)
+/* Process-wide, which is enough for a daemon that runs one engine. */
+static bool mutant_wedged;
+#endif
+
 posp2p__conn *posp2p__conn_find(const posp2p_peer *p, posp2p_conn_id id) {
   posp2p__conn *c = posp2p__htab_find(&p->conn_by_id, conn_hash_key(id), &id, conn_eq);
   return c != NULL && !c->dead ? c : NULL;
@@ -1191,6 +1196,9 @@ static void feed_v2(posp2p_peer *p, posp2p__conn *c, const uint8_t *data, size_t
     data += used;
     len -= used;
     if (rc < 0) {
+#if POSP2P_MUTANT(wedge_on_oversize)
+      if (rc == POSP2P_ERR_FRAME_TOO_LARGE) mutant_wedged = true;
+#endif
       if (rc == POSP2P_ERR_FRAME_TOO_LARGE)
         posp2p__conn_violation(p, c, EC(FRAME_TOO_LARGE), rc, REQ_FRAME_TOO_LARGE, NULL, true,
                                "%s", err.message);
@@ -1305,6 +1313,9 @@ static void feed_legacy(posp2p_peer *p, posp2p__conn *c, const uint8_t *data, si
 
 /* Server side: a complete, valid client preface arrived. */
 static void preface_received(posp2p_peer *p, posp2p__conn *c, uint8_t version) {
+#if POSP2P_MUTANT(wedge_on_oversize)
+  if (mutant_wedged) return;
+#endif
   posp2p_framer_init(&c->framer, POSP2P_MUTANT(ignore_max_frame) ? UINT32_MAX : p->cfg.max_frame, &p->alloc);
   c->framer_init = true;
   if (!c->outgoing) {

@@ -44,6 +44,13 @@
 #define POSP2P_MUTANT_no_handshake_deadline 0
 #endif
 
+/* Not a conformance mutant: the live fuzzer's own target (fuzz/CMakeLists.txt,
+ * test_livefuzz.py). After one oversize frame the device still accepts TCP
+ * connections but never answers a preface again: a wedged device. */
+#ifndef POSP2P_MUTANT_wedge_on_oversize
+#define POSP2P_MUTANT_wedge_on_oversize 0
+#endif
+
 #define POSP2P_MUTANT(name) (POSP2P_MUTANT_##name)
 
 #endif /* POSP2P_MUTANT_H */
