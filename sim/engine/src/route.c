@@ -135,11 +135,15 @@ static void backpressure(posp2p_peer *p, posp2p__conn *c) {
   posp2p__emit(p, &ev);
 }
 
-void posp2p__send_ack(posp2p_peer *p, posp2p__conn *c, const char *orig_id,
-                      const char *mid, uint64_t now) {
+/* ACKNOWLEDGEMENT of mid to orig_id on c, from this device, or from
+ * `as_id` when the main POS answers on a legacy device's behalf
+ * (LEGACY-18). */
+static void send_ack_as(posp2p_peer *p, posp2p__conn *c, const char *as_id,
+                        const char *orig_id, const char *mid, uint64_t now) {
   posp2p_envelope e;
   char amid[POSP2P_UUID_LEN + 1];
   posp2p__env_prepare(p, &e, MT(ACKNOWLEDGEMENT), amid, now);
+  if (as_id != NULL) e.from_device_id = (char *)as_id;
   Posp2p__V2__Acknowledgement a;
   posp2p__v2__acknowledgement__init(&a);
   a.acknowledged_message_id = (char *)mid;
@@ -158,6 +162,11 @@ void posp2p__send_ack(posp2p_peer *p, posp2p__conn *c, const char *orig_id,
     if (c == NULL) return;
   }
   if (posp2p__conn_send_env(p, c, &e, NULL, Q_CONTROL) == 0) p->stats.acks_sent++;
+}
+
+void posp2p__send_ack(posp2p_peer *p, posp2p__conn *c, const char *orig_id,
+                      const char *mid, uint64_t now) {
+  send_ack_as(p, c, NULL, orig_id, mid, now);
 }
 
 /* ERROR to the sender of e (ROUTE: UNKNOWN_DEVICE, DEVICE_OFFLINE,
@@ -267,9 +276,20 @@ static void relay_directed(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
                 "destination device is not connected");
     return;
   }
-  posp2p__qclass cls = (e->message_type == MT(ACKNOWLEDGEMENT) || e->message_type == MT(ERROR))
-                           ? Q_CONTROL
-                           : Q_DATA;
+  bool control = e->message_type == MT(ACKNOWLEDGEMENT) || e->message_type == MT(ERROR);
+  if (t->wire == POSP2P_PEER_WIRE_LEGACY && !control) {
+    /* LEGACY-18: a legacy device does not suppress duplicates, so a
+     * retransmission of what it has already acknowledged (recorded when its
+     * ack passed through, see posp2p__route_recv) is answered here. */
+    posp2p__uuid from, mid;
+    if (posp2p__uuid_parse(e->from_device_id, &from) &&
+        posp2p__uuid_parse(e->message_id, &mid) && posp2p__dedup_contains(p, &from, &mid)) {
+      p->stats.duplicates++;
+      send_ack_as(p, c, d->pub.id, e->from_device_id, e->message_id, p->now);
+      return;
+    }
+  }
+  posp2p__qclass cls = control ? Q_CONTROL : Q_DATA;
   int rc = forward_on(p, t, e, *body, cls);
   if (rc == 0) {
     p->stats.relayed++;
@@ -411,6 +431,10 @@ void posp2p__route_recv(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
       /* Acks for broadcasts in our custody pass through on their way to
        * the originator: they end our per-recipient tracking too. */
       posp2p__obx_acked(p, &acked, &from, false);
+      /* LEGACY-18: remember what a legacy device has acknowledged, keyed
+       * like the duplicate filter (originator, message id), so that a
+       * retransmission is acknowledged here instead of relayed again. */
+      if (legacy) (void)posp2p__dedup_check_insert(p, &to, &acked, p->now, false, NULL, NULL);
       relay_directed(p, c, e, &blob, &to);
     }
     break;

@@ -158,6 +158,57 @@ PTEST(auto_detect_serves_both_wires_at_once) {
   tn_free(net);
 }
 
+/* LEGACY-18: a legacy device does not suppress duplicates, so the main POS
+ * answers a retransmission of what it has already acknowledged with an
+ * ACKNOWLEDGEMENT from that device's id instead of relaying it again; a v2
+ * recipient still gets every retransmission (it filters them itself). */
+PTEST(retransmission_to_legacy_device_that_acked_is_acked_by_main) {
+  tn_net *net = tn_new();
+  tn_node *m = tn_add_type(net, MAIN, "main");
+  tn_node *b = tn_add_type(net, KDS, "legacy-kds");
+  tn_node *v = tn_add_type(net, KDS, "v2-kds");
+  posp2p_peer_connect(b->p, &m->addr, POSP2P_PEER_WIRE_LEGACY, posp2p_peer_device_id(m->p),
+                      net->now, NULL);
+  tn_connect(net, v, m, POSP2P_PEER_WIRE_V2);
+  tn_pump(net);
+  /* tn_uuid's buffers rotate: keep copies for the envelopes. */
+  char tab[40], m70[40], m71[40];
+  snprintf(tab, sizeof tab, "%s", tn_uuid(7));
+  snprintf(m70, sizeof m70, "%s", tn_uuid(70));
+  snprintf(m71, sizeof m71, "%s", tn_uuid(71));
+  tn_link *l = raw_v2_client(net, m, tab, TABLET);
+  const char *bid = posp2p_peer_device_id(b->p);
+  posp2p_envelope e, e2;
+  Posp2p__V2__OrderForward of, of2;
+  make_order(&e, &of, m70, tab, bid, "retx-legacy");
+  make_order(&e2, &of2, m71, tab, posp2p_peer_device_id(v->p), "retx-v2");
+  for (int round = 0; round < 3; round++) {
+    raw_send_env(net, l, &e);
+    raw_send_env(net, l, &e2);
+    tn_pump(net);
+    posp2p_envelope **envs;
+    size_t k = raw_envs(net, l, &envs);
+    /* Each round: one ack per message, the legacy one from the KDS's id. */
+    PT_EQ_INT(count_type(envs, k, MT(ACKNOWLEDGEMENT)), 2);
+    for (size_t i = 0; i < k; i++) {
+      if (envs[i]->message_type != MT(ACKNOWLEDGEMENT)) continue;
+      const char *acked = envs[i]->acknowledgement->acknowledged_message_id;
+      if (strcmp(acked, m70) == 0) PT_EQ_STR(envs[i]->from_device_id, bid);
+      PT_EQ_STR(envs[i]->to_device_id, tab);
+    }
+    tn_free_envs(envs, k);
+  }
+  /* The legacy KDS was sent the order once (a real legacy device would
+   * have delivered every copy it was sent) ... */
+  PT_EQ_INT(tn_count_msg(b, MT(ORDER_FORWARD)), 1);
+  PT_EQ_INT(posp2p_peer_stats_get(b->p)->duplicates, 0);
+  PT_EQ_INT(posp2p_peer_stats_get(m->p)->duplicates, 2);
+  /* ... while the v2 KDS saw all three copies and delivered one (ACK-18). */
+  PT_EQ_INT(tn_count_msg(v, MT(ORDER_FORWARD)), 1);
+  PT_EQ_INT(posp2p_peer_stats_get(v->p)->duplicates, 2);
+  tn_free(net);
+}
+
 /* LEGACY-11, LEGACY-17: a sender that writes one line and half-closes
  * (shutdown(SHUT_WR)) still reads the acknowledgement: the line and the
  * EOF arrive together, before the engine's queue is written out, and the
