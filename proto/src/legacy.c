@@ -2000,8 +2000,10 @@ int posp2p_legacy_encode(const posp2p_envelope *e,
     posp2p__json_null(&en.w);
   }
   posp2p__json_object_end(&en.w);
-  if (en.w.err == 0 && posp2p_buf_append(out, "\n", 1) != POSP2P_OK)
-    en.w.err = POSP2P_ERR_NOSPACE;
+  /* The terminator can be the byte that needs a larger buffer: keep the
+   * buffer's own error (out of memory is not "no space"). */
+  if (en.w.err == 0)
+    en.w.err = posp2p_buf_append(out, "\n", 1);
   if (en.w.err != 0) {
     rv = en.w.err;
     posp2p_error_set(err, rv, 0, rv == POSP2P_ERR_INVAL ? REQ_STRINGS : "",
