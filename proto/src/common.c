@@ -186,6 +186,19 @@ void posp2p_arena_reset(posp2p_arena *arena) {
   arena->cur = arena->blocks;
 }
 
+void posp2p_arena_trim(posp2p_arena *arena, size_t keep) {
+  posp2p_arena_block **link = &arena->blocks;
+  for (size_t i = 0; i < keep && *link != NULL; i++) link = &(*link)->next;
+  posp2p_arena_block *b = *link;
+  *link = NULL;
+  while (b != NULL) {
+    posp2p_arena_block *next = b->next;
+    posp2p_mem_free(arena->parent, b);
+    b = next;
+  }
+  posp2p_arena_reset(arena);
+}
+
 void posp2p_arena_free(posp2p_arena *arena) {
   posp2p_arena_block *b = arena->blocks;
   while (b != NULL) {

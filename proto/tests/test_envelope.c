@@ -318,6 +318,44 @@ PTEST(arena_steady_state_allocation_free) {
   posp2p_buf_free(&b);
 }
 
+/* posp2p_arena_trim gives back the blocks beyond `keep` and the arena
+ * still works afterwards. */
+static size_t n_live;
+static void *live_alloc(void *ud, size_t n) {
+  (void)ud;
+  n_live++;
+  return malloc(n);
+}
+static void live_free(void *ud, void *p) {
+  (void)ud;
+  if (p != NULL) n_live--;
+  free(p);
+}
+
+PTEST(arena_trim_releases_blocks) {
+  ProtobufCAllocator live = {live_alloc, live_free, NULL};
+  posp2p_arena arena;
+  posp2p_arena_init(&arena, &live, 256);
+  n_live = 0;
+  for (int i = 0; i < 5; i++) PT_CHECK(arena.base.alloc(&arena, 200) != NULL);
+  PT_EQ_INT(n_live, 5);
+  posp2p_arena_trim(&arena, 1);
+  PT_EQ_INT(n_live, 1);
+  /* The kept block is reused: no new allocation. */
+  PT_CHECK(arena.base.alloc(&arena, 200) != NULL);
+  PT_EQ_INT(n_live, 1);
+  PT_CHECK(arena.base.alloc(&arena, 1000) != NULL); /* an oversize block */
+  PT_EQ_INT(n_live, 2);
+  posp2p_arena_trim(&arena, 0);
+  PT_EQ_INT(n_live, 0);
+  PT_CHECK(arena.base.alloc(&arena, 16) != NULL);
+  PT_EQ_INT(n_live, 1);
+  posp2p_arena_trim(&arena, 3); /* more than it has: only a reset */
+  PT_EQ_INT(n_live, 1);
+  posp2p_arena_free(&arena);
+  PT_EQ_INT(n_live, 0);
+}
+
 PTEST(errors_have_names) {
   PT_EQ_STR(posp2p_err_name(POSP2P_ERR_VARINT), "POSP2P_ERR_VARINT");
   PT_EQ_STR(posp2p_err_name(12345), "POSP2P_ERR_UNKNOWN");

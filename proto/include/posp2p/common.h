@@ -107,6 +107,11 @@ typedef struct {
 void posp2p_arena_init(posp2p_arena *arena, const ProtobufCAllocator *parent,
                        size_t block_size);
 void posp2p_arena_reset(posp2p_arena *arena);
+/* Reset, and give back to the parent every block after the first `keep`
+ * (keep 0: all of them; the arena stays usable and allocates again on
+ * demand). For long-lived arenas that should not hold on to what their
+ * largest message once needed. */
+void posp2p_arena_trim(posp2p_arena *arena, size_t keep);
 void posp2p_arena_free(posp2p_arena *arena);
 
 /* ---- A growable byte buffer with a hard cap ---------------------------- */
