@@ -281,14 +281,16 @@ PTEST(names_roundtrip) {
 
 /* Counting allocator: shows that decoding into a reset arena stops
  * allocating after the first message. */
-static size_t n_allocs;
+static size_t n_allocs, n_live;
 static void *count_alloc(void *ud, size_t n) {
   (void)ud;
   n_allocs++;
+  n_live++;
   return malloc(n);
 }
 static void count_free(void *ud, void *p) {
   (void)ud;
+  if (p != NULL) n_live--;
   free(p);
 }
 
@@ -320,20 +322,8 @@ PTEST(arena_steady_state_allocation_free) {
 
 /* posp2p_arena_trim gives back the blocks beyond `keep` and the arena
  * still works afterwards. */
-static size_t n_live;
-static void *live_alloc(void *ud, size_t n) {
-  (void)ud;
-  n_live++;
-  return malloc(n);
-}
-static void live_free(void *ud, void *p) {
-  (void)ud;
-  if (p != NULL) n_live--;
-  free(p);
-}
-
 PTEST(arena_trim_releases_blocks) {
-  ProtobufCAllocator live = {live_alloc, live_free, NULL};
+  ProtobufCAllocator live = {count_alloc, count_free, NULL};
   posp2p_arena arena;
   posp2p_arena_init(&arena, &live, 256);
   n_live = 0;
