@@ -344,6 +344,7 @@ void posp2p_peer_del(posp2p_peer *p) {
   posp2p__htab_free(&p->conn_by_id, &p->alloc);
   posp2p__heap_free(&p->timers, &p->alloc);
   if (p->arena_init) posp2p_arena_free(&p->arena);
+  posp2p__type_idx_free(p);
   posp2p__free(p, p->name);
   posp2p__free(p, p->hostname);
   posp2p__free(p, p->ip_address);

@@ -18,6 +18,8 @@
 #define DT(x) POSP2P__V2__DEVICE_TYPE__DEVICE_TYPE_##x
 #define EC(x) POSP2P__V2__ERROR_CODE__ERROR_CODE_##x
 #define PL(x) POSP2P__V2__ENVELOPE__PAYLOAD_##x
+/* Device types 0..CUSTOMER_DISPLAY: the buckets of the by-type index. */
+#define POSP2P__DEVICE_TYPES (DT(CUSTOMER_DISPLAY) + 1)
 
 #define posp2p__container_of(ptr, type, member) \
   ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -290,6 +292,17 @@ posp2p__conn *posp2p__conn_bind(posp2p_peer *p, posp2p__conn *c,
                                 posp2p__device *d);
 /* Handshake done on c: status CONNECTED, CONN_READY, outbox flush. */
 void posp2p__conn_ready(posp2p_peer *p, posp2p__conn *c);
+/* The connections whose device is of `type` (in `conns` order), as
+ * *n pointers; the caller still checks each one's state and that it is its
+ * device's current connection. NULL when no index can be used (type out of
+ * range, out of memory, or the index is being iterated further up the
+ * stack): then walk `conns`. Hold the index with posp2p__type_idx_hold /
+ * _release while iterating, so that nested calls do not rebuild it. */
+posp2p__conn **posp2p__conns_of_type(posp2p_peer *p, int type, size_t *n);
+/* Invalidate the index: a connection was created or unlinked, bound to a
+ * device, or its device's type changed. */
+void posp2p__conns_changed(posp2p_peer *p);
+void posp2p__type_idx_free(posp2p_peer *p);
 void posp2p__reconnect_on_timer(posp2p_peer *p, posp2p__reconnect *r,
                                 uint64_t now);
 /* LEGACY-14: d is a legacy device that counts as connected (heard within
@@ -430,6 +443,15 @@ struct posp2p_peer {
   posp2p__htab conn_by_id;
   posp2p__conn *zombies;
   posp2p__reconnect *reconnects;
+  /* Connections by the type of their device, for by-type routing at the
+   * main POS without walking every connection: built lazily from `conns`
+   * when conn_gen has moved since (conn.c, posp2p__conns_of_type). */
+  uint64_t conn_gen;      /* bumped when a connection or its device's type changes */
+  uint64_t type_idx_gen;  /* conn_gen the index was built at (0: never) */
+  posp2p__conn **type_idx; /* conns grouped by device type */
+  size_t type_idx_cap;
+  size_t type_idx_off[POSP2P__DEVICE_TYPES + 1]; /* bucket t: [off[t], off[t+1]) */
+  unsigned type_idx_busy; /* > 0 while a caller iterates the index */
 
   /* registry */
   posp2p__device **devices;

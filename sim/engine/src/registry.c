@@ -37,6 +37,7 @@ static void dev_destroy(posp2p_peer *p, posp2p__device *d) {
    * connection may still point at its device for the CONN_CLOSED event. */
   for (posp2p__conn *c = p->conns; c != NULL; c = c->next)
     if (c->dev == d) c->dev = NULL;
+  posp2p__conns_changed(p);
   posp2p__htab_remove(&p->dev_by_id, dev_hash(d), d);
   uint32_t i = d->index;
   p->ndevices--;
@@ -125,6 +126,7 @@ void posp2p__dev_update(posp2p_peer *p, posp2p__device *d, bool created,
   if (type > 0 && posp2p_device_type_name(type) != NULL && type != d->pub.type) {
     d->pub.type = type;
     changed = true;
+    posp2p__conns_changed(p);
   }
   if (addr != NULL) {
     if (addr->ip != 0 && addr->ip != d->pub.addr.ip) {
@@ -181,6 +183,7 @@ int posp2p_peer_restore_device(posp2p_peer *p, const posp2p_peer_device *src) {
     d->pub.name = n;
   }
   d->pub.type = src->type;
+  posp2p__conns_changed(p);
   d->pub.addr = src->addr;
   d->pub.last_seen_ms = src->last_seen_ms;
   d->pub.wire = src->wire;

@@ -324,6 +324,46 @@ static void fanout_one(posp2p_peer *p, posp2p__conn *t, posp2p__device *d, void 
                     rc == 0 ? 1 : 0, rc != 0, true, p->now, NULL);
 }
 
+/* The candidates of a fan-out: the by-type index when there is a type and
+ * the index can be used, else every connection. The caller filters. */
+typedef struct {
+  posp2p_peer *p;
+  posp2p__conn **idx;
+  size_t n, i;
+  posp2p__conn *walk;
+} cand_iter;
+
+static void cand_begin(posp2p_peer *p, cand_iter *it, int type_filter) {
+  it->p = p;
+  it->i = 0;
+  it->idx = type_filter >= 0 ? posp2p__conns_of_type(p, type_filter, &it->n) : NULL;
+  it->walk = it->idx == NULL ? p->conns : NULL;
+  if (it->idx != NULL) p->type_idx_busy++;
+}
+
+static posp2p__conn *cand_next(cand_iter *it) {
+  if (it->idx != NULL) return it->i < it->n ? it->idx[it->i++] : NULL;
+  posp2p__conn *c = it->walk;
+  /* Step first: handling c may unlink it, which clears c->next. */
+  if (c != NULL) it->walk = c->next;
+  return c;
+}
+
+static void cand_end(cand_iter *it) {
+  if (it->idx != NULL) it->p->type_idx_busy--;
+}
+
+/* A live, ready connection that is its device's current one, not the
+ * originator's, and of the type when there is one. */
+static bool fanout_target(const posp2p__conn *t, const posp2p__conn *c,
+                          const posp2p__uuid *from, int type_filter) {
+  if (t == c || t->dead || t->state != POSP2P_CONN_READY || t->dev == NULL ||
+      t->dev->conn != t)
+    return false;
+  if (memcmp(t->dev->key.b, from->b, 16) == 0) return false;
+  return type_filter < 0 || t->dev->pub.type == type_filter;
+}
+
 /* Broadcast or by-type at the main POS: deliver locally when it is a
  * recipient, acknowledge to the originator (custody), and fan out to every
  * other connected device of the type with one outbox entry each. */
@@ -343,17 +383,18 @@ static void custody_fanout(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
   /* ROUTE-16: if some recipient's queue cannot take it, refuse the whole
    * message (no ack, not recorded) so that the originator retransmits. */
   size_t need = (size_t)(*body ? (*body)->len : posp2p__v2__envelope__get_packed_size(e));
-  for (posp2p__conn *t = p->conns; t != NULL; t = t->next) {
-    if (t == c || t->state != POSP2P_CONN_READY || t->dev == NULL || t->dev->conn != t)
-      continue;
-    if (memcmp(t->dev->key.b, from.b, 16) == 0) continue;
-    if (type_filter >= 0 && t->dev->pub.type != type_filter) continue;
+  cand_iter it;
+  cand_begin(p, &it, type_filter);
+  for (posp2p__conn *t; (t = cand_next(&it)) != NULL;) {
+    if (!fanout_target(t, c, &from, type_filter)) continue;
     if (!posp2p__conn_has_room(p, t, posp2p__conn_frame_size(t, need), Q_DATA)) {
+      cand_end(&it);
       backpressure(p, t);
       route_error(p, c, e, EC(QUEUE_FULL), REQ_ROUTE_QUEUE, "a recipient's queue is full");
       return;
     }
   }
+  cand_end(&it);
   int dup = posp2p__dedup_check_insert(p, &from, &mid, p->now, true, e->from_device_id,
                                        e->message_id);
   if (dup < 0) return;
@@ -370,13 +411,10 @@ static void custody_fanout(posp2p_peer *p, posp2p__conn *c, posp2p_envelope *e,
   fanout_ctx fc = {.e = e, .body = *body, .mid = mid, .acked = acked,
                     .prio = (uint8_t)posp2p_envelope_priority(e),
                     .origin = origin_hash(e->from_device_id)};
-  for (posp2p__conn *t = p->conns; t != NULL; t = t->next) {
-    if (t == c || t->state != POSP2P_CONN_READY || t->dev == NULL || t->dev->conn != t)
-      continue;
-    if (memcmp(t->dev->key.b, from.b, 16) == 0) continue;
-    if (type_filter >= 0 && t->dev->pub.type != type_filter) continue;
-    fanout_one(p, t, t->dev, &fc);
-  }
+  cand_begin(p, &it, type_filter);
+  for (posp2p__conn *t; (t = cand_next(&it)) != NULL;)
+    if (fanout_target(t, c, &from, type_filter)) fanout_one(p, t, t->dev, &fc);
+  cand_end(&it);
   /* Legacy recipients without an open connection (LEGACY-14, LEGACY-15). */
   each_dialled(p, &from, type_filter, fanout_one, &fc);
   if (local) {
@@ -589,22 +627,27 @@ int posp2p_peer_send(posp2p_peer *p, const posp2p_envelope *msg, uint64_t now_ms
       one.rcpt = mc->dev->key;
       ntg = 1;
     } else {
-      /* Every connection, plus every legacy device reached on a one-shot
-       * connection (at most one per registry entry). */
-      size_t n = p->nconns + p->ndevices;
+      /* Every connection (of the type), plus every legacy device reached
+       * on a one-shot connection (at most one per registry entry). */
+      cand_iter it;
+      cand_begin(p, &it, filter);
+      size_t n = (it.idx != NULL ? it.n : p->nconns) + p->ndevices;
       tg = n ? posp2p__alloc(p, n * sizeof *tg) : &one;
       if (tg == NULL) {
+        cand_end(&it);
         tg = &one;
         rc = POSP2P_ERR_NOMEM;
         goto out;
       }
-      for (posp2p__conn *c = p->conns; c != NULL; c = c->next) {
-        if (c->state != POSP2P_CONN_READY || c->dev == NULL || c->dev->conn != c) continue;
+      for (posp2p__conn *c; (c = cand_next(&it)) != NULL;) {
+        if (c->dead || c->state != POSP2P_CONN_READY || c->dev == NULL || c->dev->conn != c)
+          continue;
         if (filter >= 0 && c->dev->pub.type != filter) continue;
         tg[ntg].c = c;
         tg[ntg].rcpt = c->dev->key;
         ntg++;
       }
+      cand_end(&it);
       if (p->is_main) {
         targets_ctx tc = {tg, &ntg, n};
         each_dialled(p, NULL, filter, add_target, &tc);

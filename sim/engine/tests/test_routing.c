@@ -178,6 +178,64 @@ PTEST(by_type_from_main_and_from_client) {
   tn_free(s.net);
 }
 
+static size_t raw_orders(tn_net *net, tn_link *l) {
+  posp2p_envelope **envs;
+  size_t k = raw_envs(net, l, &envs);
+  size_t n = count_type(envs, k, MT(ORDER_FORWARD));
+  tn_free_envs(envs, k);
+  return n;
+}
+
+/* The main POS finds by-type recipients through an index of connections by
+ * device type; it must follow every change: a connection closed, a new one,
+ * and the same device id coming back as another type. */
+PTEST(by_type_recipients_follow_connections_and_types) {
+  star s;
+  star_up(&s);
+  char xid[40];
+  snprintf(xid, sizeof xid, "%s", tn_uuid(90));
+  tn_link *x = raw_v2_client(s.net, s.m, xid, TABLET);
+  PT_EQ_INT(tn_send_order(s.m, NULL, KDS, "k-1", NULL), 0);
+  tn_pump(s.net);
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 1);
+  PT_EQ_INT(raw_orders(s.net, x), 0);
+  PT_EQ_INT(tn_send_order(s.m, NULL, TABLET, "t-1", NULL), 0);
+  tn_pump(s.net);
+  PT_EQ_INT(raw_orders(s.net, x), 1);
+  PT_EQ_INT(tn_count_msg(s.t1, MT(ORDER_FORWARD)), 1);
+  /* x leaves and comes back as a KDS under the same id. */
+  tn_raw_close(s.net, x);
+  tn_pump(s.net);
+  tn_link *x2 = raw_v2_client(s.net, s.m, xid, KDS);
+  PT_EQ_INT(tn_send_order(s.m, NULL, TABLET, "t-2", NULL), 0);
+  PT_EQ_INT(tn_send_order(s.m, NULL, KDS, "k-2", NULL), 0);
+  tn_pump(s.net);
+  PT_EQ_INT(raw_orders(s.net, x2), 1); /* k-2 only */
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 2);
+  PT_EQ_INT(tn_count_msg(s.t2, MT(ORDER_FORWARD)), 2);
+  /* A client's by-type message goes to the others of the type, not back. */
+  PT_EQ_INT(tn_send_order(s.k, NULL, KDS, "k-3", NULL), 0);
+  tn_pump(s.net);
+  PT_EQ_INT(raw_orders(s.net, x2), 1);
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 2);
+  PT_EQ_INT(tn_send_order(s.t2, NULL, KDS, "k-3b", NULL), 0);
+  tn_pump(s.net);
+  PT_EQ_INT(raw_orders(s.net, x2), 1);
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 3);
+  /* The KDS node's connection closes: the next KDS message reaches x2 only. */
+  const posp2p_peer_device *kd = posp2p_peer_device_find(s.m->p, posp2p_peer_device_id(s.k->p));
+  PT_CHECK(kd != NULL && kd->conn != 0);
+  PT_EQ_INT(posp2p_peer_conn_close(s.m->p, kd->conn, "test", s.net->now), 0);
+  tn_pump(s.net);
+  PT_CHECK(posp2p_peer_device_find(s.m->p, posp2p_peer_device_id(s.k->p))->conn == 0);
+  PT_EQ_INT(tn_send_order(s.m, NULL, KDS, "k-4", NULL), 0);
+  PT_EQ_INT(tn_send_order(s.t1, NULL, KDS, "k-5", NULL), 0);
+  tn_pump(s.net);
+  PT_EQ_INT(raw_orders(s.net, x2), 2);
+  PT_EQ_INT(tn_count_msg(s.k, MT(ORDER_FORWARD)), 3);
+  tn_free(s.net);
+}
+
 PTEST(unknown_and_offline_targets) {
   star s;
   star_up(&s);
