@@ -91,7 +91,7 @@ def test_duplicate_acked_again_delivered_once(dut, net):
         c.expect(acks(e.message_id), 1.5, since=n)
     except Timeout as ex:
         fail("ACK-6", "the duplicate acknowledged again", str(ex))
-    time.sleep(0.1)
+    sync_delivered(obs, c, dut.device_id, m)   # a second delivery would come before it
     got = [d for d in obs.delivered(m) if d["message_id"] == e.message_id]
     check(len(got) == 1, "ACK-18", "delivered once", "delivered %d times" % len(got))
 
@@ -136,16 +136,18 @@ def test_dedup_remembers_4096_ids(dut, net):
                  for _ in range(min(500, 4100 - i))]
         c.send_raw(b"".join(batch))
         want += len(batch)
-        deadline = time.monotonic() + 10
-        while len(c.envs(is_type("ACKNOWLEDGEMENT"))) < want:
-            if time.monotonic() > deadline or c.closed:
-                fail("ACK-19", "%d acknowledgements" % want, "%d%s" % (
-                    len(c.envs(is_type("ACKNOWLEDGEMENT"))), " (closed)" if c.closed else ""))
-            time.sleep(0.02)   # polling the reader's list
+        try:
+            wait_until(lambda: c.closed or len(c.envs(is_type("ACKNOWLEDGEMENT"))) >= want,
+                       10, "%d acknowledgements" % want)
+        except Timeout:
+            pass
+        if len(c.envs(is_type("ACKNOWLEDGEMENT"))) < want:
+            fail("ACK-19", "%d acknowledgements" % want, "%d%s" % (
+                len(c.envs(is_type("ACKNOWLEDGEMENT"))), " (closed)" if c.closed else ""))
     n = c.mark()
     c.send(first)
     c.expect(acks(first.message_id), 2.0, since=n)
-    time.sleep(0.1)
+    sync_delivered(obs, c, dut.device_id, m)   # a second delivery would come before it
     got = [d for d in obs.delivered(m) if d["message_id"] == first.message_id]
     check(len(got) == 1, "ACK-19", "the first id still remembered after 4100 others",
           "delivered %d times" % len(got))
@@ -165,7 +167,7 @@ def test_dedup_across_connections(dut, net):
     c2 = net.client(dut, name="conn2", device_id=c1.id)
     c2.send(e)
     c2.expect(acks(e.message_id), 1.5)
-    time.sleep(0.1)
+    sync_delivered(obs, c2, dut.device_id, m)   # a second delivery would come before it
     got = [d for d in obs.delivered(m) if d["message_id"] == e.message_id]
     check(len(got) == 1, "ACK-20", "not delivered again on a new connection",
           "delivered %d times" % len(got))
@@ -248,9 +250,11 @@ def test_ack_from_wrong_device_does_not_count(dut, net):
     except Timeout as ex:
         fail("ACK-10", "still retransmitted to B after C's ack", str(ex))
     b.send(ack(b.id, dut.device_id, e.message_id.upper()))
-    time.sleep(0.05)
-    n = b.mark()
-    got = b.expect_none(has_id(e.message_id), quiet_s(dut) * 1.5, n)
+    # Copies the device sent before it handled B's ack arrive before the
+    # barrier's ACK; after it, only the next retransmission could come.
+    n = sync(b, dut.device_id)
+    sent = len(b.envs(has_id(e.message_id)))
+    got = b.expect_none(has_id(e.message_id), retx_window(dut, sent), n)
     check(got is None, "MSG-4", "B's ack (upper-case id) matches", err_summary(got))
 
 
@@ -263,9 +267,11 @@ def test_error_ends_retransmission(dut, net, code):
     dut.upper.send_order(to=b.id)
     e = b.expect(is_type("ORDER_FORWARD"), 2.0)
     b.send(error(b.id, dut.device_id, code, "test", ref=e.message_id))
-    time.sleep(0.02)
-    m = b.mark()
-    got = b.expect_none(has_id(e.message_id), quiet_s(dut), m)
+    # Copies the device sent before it handled the ERROR arrive before the
+    # barrier's ACK; after it, only the next retransmission could come.
+    m = sync(b, dut.device_id)
+    sent = len(b.envs(has_id(e.message_id)))
+    got = b.expect_none(has_id(e.message_id), retx_window(dut, sent), m)
     check(got is None, "ACK-11", "no retransmission after ERROR %s" % code, err_summary(got))
     if dut.kind == "peer":
         ev = dut.peer.wait_event("delivery_failed", message_id=e.message_id, timeout=1)
@@ -301,7 +307,8 @@ def test_main_broadcast_tracked_per_recipient(dut, net):
         b.expect(has_id(eb.message_id), dut.t["ack_timeout_ms"] / 1000.0 * 2 + 0.5, since=mb)
     except Timeout as ex:
         fail("ACK-13", "retransmitted to B, which did not ack", str(ex))
-    got = a.expect_none(has_id(ea.message_id), 0.05, ma)
+    # A retransmission to A would be due on the same schedule as B's.
+    got = a.expect_none(has_id(ea.message_id), retx_window(dut, 1), ma)
     check(got is None, "ACK-13", "no retransmission to A, which acked", err_summary(got))
 
 
@@ -344,7 +351,8 @@ def test_custody_acks_relayed(dut, net):
         c.expect(has_id(e.message_id), dut.t["ack_timeout_ms"] / 1000.0 * 2 + 0.5, since=mc)
     except Timeout as ex:
         fail("ACK-13", "retransmission to C", str(ex))
-    got = b.expect_none(has_id(e.message_id), 0.05, mb)
+    # A retransmission to B would be due on the same schedule as C's.
+    got = b.expect_none(has_id(e.message_id), retx_window(dut, 1), mb)
     check(got is None, "ACK-15", "B's relayed ack ends B's tracking", err_summary(got))
 
 
@@ -396,7 +404,7 @@ def test_custody_retransmission(dut, net):
     a.send(e)
     a.expect(acks(e.message_id), 1.5)
     b.expect(has_id(e.message_id), 1.5)
-    time.sleep(0.05)
+    sync(b, dut.device_id)   # the main POS has handled B's ack before A retransmits
     ma, mb = a.mark(), b.mark()
     a.send(e)
     try:

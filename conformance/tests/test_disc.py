@@ -154,7 +154,9 @@ def test_response_rate_limit(dut, net):
     got = u.recv_all(min(0.3, rl / 2000.0))
     check(len(got) == 1, "DISC-10", "one RESPONSE per source address per %d ms" % rl,
           "%d responses" % len(got))
-    time.sleep(rl / 1000.0 * 1.1)   # the rate-limit window, then ask again
+    # Behaviour under test: wait out the advertised rate-limit window (plus
+    # 10 %), then the device must answer again.
+    time.sleep(rl / 1000.0 * 1.1)   # behaviour under test: the rate-limit window
     u.send(disc_bytes(disc("REQUEST")), (dut.host, dut.udp_port))
     check(u.recv(1.5) is not None, "DISC-10", "answered again after the interval", "nothing")
 
@@ -232,12 +234,19 @@ def test_client_discovers_main(make_dut, net):
         check(p.nonce != 0, "DISC-4", "a non-zero nonce", p.nonce)
     p, src = reqs[-1][1], reqs[-1][3]
     for vm in (vm1, vm2):
+        ev = d.peer.mark()
         s = UdpProbe(ip=vm.addr[0])
         s.send(disc_bytes(disc("RESPONSE", device_id=vm.id, dtype="MAIN_POS",
                                tcp_port=vm.addr[1], nonce=p.nonce,
                                ip_address="10.255.0.1")), src)
         s.close()
-        time.sleep(0.05)
+        # "First" must be unambiguous: the client has taken in this
+        # RESPONSE (its device table reports the main POS) before the next
+        # one is sent. (make_dut: always the reference peer.)
+        try:
+            d.peer.wait_event("device", timeout=BARRIER_S, since=ev, device__id=vm.id)
+        except Exception as ex:  # noqa: BLE001 - peerctl.PeerError
+            raise Timeout("the client did not take in the RESPONSE of %s: %s" % (vm.name, ex))
     try:
         c = vm1.accept(timeout=2.0)
     except Timeout as ex:

@@ -235,7 +235,7 @@ def test_encoder_refuses_amounts_beyond_2_53(dut, net):
     e = order_forward(a.id, to=L.id, exponent=2, amount=2 ** 60)
     m = L.mark()
     a.send(e)
-    time.sleep(0.3)
+    relay_barrier(a, L)   # e, if encoded for L, would arrive before this
     got = [o for _, o, _r in [(i[0], i[1], i[2]) for i in L.lines()[m:]]
            if o and o.get("messageId") == e.message_id]
     check(not got, "LEGACY-38", "an amount beyond 2^53 minor units is not encoded", got)
@@ -459,17 +459,22 @@ def test_rejected_lines(dut, net, case):
         mid = None
     m = L.mark()
     L.send_raw(raw)
-    time.sleep(0.25)
+    # The next valid line is also the barrier: the device handles lines in
+    # order, so an acknowledgement (or error) for the rejected line comes
+    # before the heartbeat's acknowledgement.
+    hb = legacy_msg("heartbeat", L.id, dut.device_id, {}, 2)
+    L.send(hb)
+    try:
+        L.expect(lacks(hb["messageId"]), 1.5, since=m)
+        broken = None
+    except Timeout as ex:
+        broken = str(ex)
     acked = [o for _, o, _r in [(i[0], i[1], i[2]) for i in L.lines()[m:]]
              if o and o.get("messageType") == "acknowledgement" and mid and
              (o.get("payload") or {}).get("acknowledgedMessageId") == mid]
     check(not acked, rule, "the line rejected (not acknowledged)", acked)
-    hb = legacy_msg("heartbeat", L.id, dut.device_id, {}, 2)
-    L.send(hb)
-    try:
-        L.expect(lacks(hb["messageId"]), 1.5)
-    except Timeout as ex:
-        fail("LEGACY-9", "connection kept open and working", str(ex))
+    if broken is not None:
+        fail("LEGACY-9", "connection kept open and working", broken)
     errs = [o for _, o, _r in [(i[0], i[1], i[2]) for i in L.lines()[m:]]
             if o and o.get("messageType") == "error"]
     want = "INVALID_MESSAGE" if rule in ("LEGACY-22", "LEGACY-38", "LEGACY-39") \
@@ -597,8 +602,12 @@ def test_send_to_legacy_device_without_connection(dut, net):
                        "port": lis.addr[1]}, 5)
     L.send(info)
     L.expect(lacks(info["messageId"]), 1.5)
+    # L ends its connection (FIN) and waits until the device closes its
+    # side too, which proves the device has handled the end: from then on
+    # it has no open connection from L (LEGACY-15).
+    L.shutdown_write()
+    L.wait_closed(BARRIER_S)
     L.close()
-    time.sleep(0.05)
     e = order_forward(a.id, to=L.id)
     a.send(e)
     lis.ls.settimeout(2.0)
@@ -654,12 +663,16 @@ def test_no_duplicate_to_legacy_device(dut, net):
     a.expect(acks(e.message_id), 1.5)
     m, ma = L.mark(), a.mark()
     a.send(e)
-    time.sleep(0.3)
+    relay_barrier(a, L)   # the retransmission, if relayed to L, would arrive before this
     again = [i for i in L.lines()[m:] if i[1] and i[1].get("messageId") == e.message_id]
     check(not again, "LEGACY-18", "the retransmission not relayed again to the legacy device",
           "relayed again")
-    check(a.envs(acks(e.message_id), since=ma), "LEGACY-18",
-          "an acknowledgement on the legacy device's behalf", a.summary(ma))
+    try:
+        a.expect(acks(e.message_id), 1.5, since=ma)
+        acked = True
+    except Timeout:
+        acked = False
+    check(acked, "LEGACY-18", "an acknowledgement on the legacy device's behalf", a.summary(ma))
 
 
 @req("LEGACY-19", "LEGACY-29")
@@ -668,8 +681,14 @@ def test_legacy_heartbeats(dut, net):
     L = legacy_peer(dut, net)
     iv = dut.t["heartbeat_ms"] if remote() or dut.t["heartbeat_ms"] != 15000 else 15000
     m = L.mark()
-    time.sleep(iv / 1000.0 * 3.5)   # observation window
-    hbs = [i for i in L.lines()[m:] if i[1] and i[1].get("messageType") == "heartbeat"]
+
+    def seen():
+        return [i for i in L.lines()[m:] if i[1] and i[1].get("messageType") == "heartbeat"]
+    try:   # two heartbeats within 3.5 intervals (a deadline, not a fixed wait)
+        wait_until(lambda: len(seen()) >= 2, iv / 1000.0 * 3.5, "two legacy heartbeats")
+    except Timeout:
+        pass
+    hbs = seen()
     check(len(hbs) >= 2, "LEGACY-19", "a legacy heartbeat every %d ms" % iv,
           "%d in %.1f s" % (len(hbs), iv / 1000.0 * 3.5))
     for h in hbs:

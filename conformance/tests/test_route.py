@@ -1,7 +1,6 @@
 """Routing through the main POS: directed, broadcast, by type, relay,
 unknown target, ordering (SPEC 12)."""
 import socket
-import time
 
 import pytest
 
@@ -44,7 +43,8 @@ def test_directed_relay_unchanged(dut, net):
     check(all(x.from_device_id.lower() == b.id for x in acks_), "ROUTE-11",
           "only B acknowledges (the relay does not)",
           [x.from_device_id for x in acks_])
-    got = c.expect_none(has_id(e.message_id), 0.1, mc)
+    relay_barrier(a, c)   # A's message, if relayed to C, would arrive before this
+    got = next(iter(c.envs(has_id(e.message_id), since=mc)), None)
     check(got is None, "ROUTE-2", "C does not receive A's message to B", err_summary(got))
 
 
@@ -64,7 +64,8 @@ def test_broadcast_fanout(dut, net):
             x.expect(has_id(e.message_id), 1.5)
         except Timeout as ex:
             fail("ROUTE-3", "the broadcast sent to every connected device", str(ex))
-    got = a.expect_none(has_id(e.message_id), 0.1, ma)
+    sync(a, dut.device_id)   # an echo to A would arrive before the barrier's ACK
+    got = next(iter(a.envs(has_id(e.message_id), since=ma)), None)
     check(got is None, "ROUTE-3", "not sent back to the originator", err_summary(got))
     if obs:
         d = obs.wait_delivered(lambda x: x.get("message_id") == e.message_id, 1.0, m)
@@ -86,10 +87,11 @@ def test_by_type(dut, net):
         k.expect(has_id(e.message_id), 1.5)
     except Timeout as ex:
         fail("ROUTE-4", "the by-type message sent to the KDS", str(ex))
-    got = t.expect_none(has_id(e.message_id), 0.1, mt)
+    relay_barrier(a, t)   # e, if sent to T, would arrive before this
+    got = next(iter(t.envs(has_id(e.message_id), since=mt)), None)
     check(got is None, "ROUTE-4", "not sent to a device of another type", err_summary(got))
     if obs:
-        time.sleep(0.05)
+        sync_delivered(obs, a, dut.device_id, m)   # a local delivery of e would come first
         d = [x for x in obs.delivered(m) if x.get("message_id") == e.message_id]
         check(not d, "ROUTE-4", "not delivered locally (type KDS)", d)
         e2 = order_forward(a.id, to_type="MAIN_POS")
@@ -98,7 +100,8 @@ def test_by_type(dut, net):
         d = obs.wait_delivered(lambda x: x.get("message_id") == e2.message_id, 1.5, m)
         check(d is not None, "ROUTE-4", "to_device_type MAIN_POS delivered locally",
               "not delivered")
-        got = k.expect_none(has_id(e2.message_id), 0.1, mk)
+        relay_barrier(a, k)   # e2, if sent to K, would arrive before this
+        got = next(iter(k.envs(has_id(e2.message_id), since=mk)), None)
         check(got is None, "ROUTE-4", "MAIN_POS message not sent to the KDS", err_summary(got))
 
 
@@ -119,7 +122,8 @@ def test_unknown_target(dut, net):
     check(err.error.description != "", "ERR-1", "a description", "''")
     check(err.error.requirement in ("ROUTE-5", ""), "ERR-1", "requirement ROUTE-5",
           err.error.requirement)
-    got = c.expect_none(acks(e.message_id), 0.1, 0)
+    sync(c, dut.device_id)   # an ACK of e would arrive before the barrier's
+    got = next(iter(c.envs(acks(e.message_id))), None)
     check(got is None, "ROUTE-5", "not acknowledged", err_summary(got))
 
 
@@ -131,8 +135,8 @@ def test_relay_order_preserved(dut, net):
     msgs = [opaque(a.id, to=b.id, priority=i % 11) for i in range(30)]
     a.send_raw(b"".join(frame(m) for m in msgs))
     b.expect(has_id(msgs[-1].message_id), 2.0)
-    time.sleep(0.05)
-    got = [e.message_id for e in b.envs(is_type("PRODUCT_SYNC"))]
+    bar = relay_barrier(a, b)   # anything else from A for B arrives before it
+    got = [e.message_id for e in b.envs(is_type("PRODUCT_SYNC")) if e.message_id != bar]
     check(got == [m.message_id for m in msgs], "ROUTE-8", "the order A sent them in",
           "%d out of order" % sum(1 for x, y in zip(got, msgs) if x != y.message_id))
 
@@ -146,8 +150,8 @@ def test_delivery_order_preserved(dut, net):
     m = obs.mark()
     c.send_raw(b"".join(frame(x) for x in msgs))
     c.expect(acks(msgs[-1].message_id), 2.0)
-    time.sleep(0.1)
-    got = [d["message_id"] for d in obs.delivered(m)]
+    bar = sync_delivered(obs, c, dut.device_id, m)   # every earlier delivery comes first
+    got = [d["message_id"] for d in obs.delivered(m) if d["message_id"] != bar]
     check(got == [x.message_id for x in msgs], "ROUTE-8", "delivered in receive order",
           got[:5])
 
@@ -169,8 +173,8 @@ def test_stale_status_acked_not_delivered(dut, net):
             c.expect(acks(s.message_id), 1.5)
         except Timeout as ex:
             fail("ROUTE-9", "every status acknowledged, stale ones too", str(ex))
-    time.sleep(0.1)
-    got = [d["message_id"] for d in obs.delivered(m)]
+    bar = sync_delivered(obs, c, dut.device_id, m)   # a stale delivery would come first
+    got = [d["message_id"] for d in obs.delivered(m) if d["message_id"] != bar]
     check(got == [s2.message_id, s0.message_id], "ROUTE-9",
           "only sequence 2 and the unsequenced one delivered",
           ["delivered %s" % x[:8] for x in got])
@@ -188,7 +192,11 @@ def test_link_local_not_relayed(dut, net):
     a.send(hb)
     a.send(er)
     a.send(gb)
-    time.sleep(0.2)
+    # A's GOODBYE ends A's connection: the device closes it once it has
+    # handled the three frames, and a barrier from a second client, relayed
+    # to B after that, arrives after anything the device relayed of them.
+    a.wait_closed(BARRIER_S)
+    relay_barrier(net.client(dut, name="A2"), b)
     ids = {hb.message_id, gb.message_id, er.message_id}
     got = [e for e in b.envs(since=mb) if e.message_id in ids]
     check(not [e for e in got if e.message_type != MT["ERROR"]], "ROUTE-12",
@@ -212,8 +220,8 @@ def test_client_delivers_only_its_own(client_setup):
     for e in (other, wrong_type, mine, mine):
         conn.send(e)
     conn.expect(acks(mine.message_id), 1.5)
-    time.sleep(0.15)
-    got = [x["message_id"] for x in obs.delivered(m)]
+    bar = sync_delivered(obs, conn, d.device_id, m)   # every earlier delivery comes first
+    got = [x["message_id"] for x in obs.delivered(m) if x["message_id"] != bar]
     check(other.message_id not in got and wrong_type.message_id not in got, "ROUTE-14",
           "messages for others not delivered", got)
     check(got.count(mine.message_id) == 1, "ACK-18", "its own message delivered once", got)
@@ -231,8 +239,8 @@ def test_client_stale_status(client_setup):
     conn.send(s2)
     for s in (s3, s2):
         conn.expect(acks(s.message_id), 1.5)
-    time.sleep(0.1)
-    got = [x["message_id"] for x in obs.delivered(m)]
+    bar = sync_delivered(obs, conn, d.device_id, m)   # a stale delivery would come first
+    got = [x["message_id"] for x in obs.delivered(m) if x["message_id"] != bar]
     check(got == [s3.message_id], "ROUTE-9", "the stale status not delivered", got)
 
 
@@ -245,7 +253,7 @@ def test_discovered_device_known(dut, net):
     x = new_id()
     u.send(disc_bytes(disc("ANNOUNCE", device_id=x, dtype="KDS", tcp_port=4000,
                            ip_address="10.255.255.1")), (dut.host, dut.udp_port))
-    time.sleep(0.1)
+    udp_barrier(u, dut)   # the device has taken in the ANNOUNCE
     c = net.client(dut)
     e = order_forward(c.id, to=x)
     c.send(e)
@@ -274,15 +282,20 @@ def test_queue_full(dut, net):
     b._stop = False
     pad = "q" * 200000
     sent = []
-    deadline = time.monotonic() + 15
-    err = None
-    while time.monotonic() < deadline and err is None and len(sent) < 200:
+
+    def one_more():
+        """Another 200 kB for B, until A has its QUEUE_FULL (or 200 were sent)."""
+        errs = a.envs(is_error("QUEUE_FULL"))
+        if errs or len(sent) >= 200:
+            return errs or [None]
         e = opaque(a.id, to=b.id, json_text='{"p":"%s"}' % pad)
         a.send(e)
         sent.append(e.message_id)
-        errs = a.envs(is_error("QUEUE_FULL"))
-        err = errs[0] if errs else None
-        time.sleep(0.01)
+        return None
+    try:
+        err = wait_until(one_more, 15, "ERROR QUEUE_FULL")[0]
+    except Timeout:
+        err = None
     if err is None:
         try:
             err = expect_error(a, "QUEUE_FULL", timeout=1.0)
