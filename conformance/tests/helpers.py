@@ -211,6 +211,35 @@ def udp_barrier(u, dut, timeout: float = BARRIER_S) -> None:
             return
 
 
+def udp_unanswered(u, dut, timeout: float = BARRIER_S):
+    """After `u` sent the device a datagram that must draw no answer: what
+    the device sent `u` in answer to it, as a list of datagrams (empty
+    when it did not answer), proved with a barrier REQUEST from the same
+    socket (see udp_barrier). Returns None if even the barrier drew
+    nothing (the device answers no valid REQUEST: a failure of its own).
+
+    A device that did answer the datagram has also rate-limited `u`
+    (DISC-10), so the barrier may then go unanswered: the answer already
+    received is the finding, and a short wait for it is enough because
+    the device sends it when it handles the datagram, before the barrier."""
+    r = disc("REQUEST")
+    u.send(disc_bytes(r), (dut.host, dut.udp_port))
+    deadline = time.monotonic() + timeout
+    other = []
+    while True:
+        got = u.recv(max(0.0, deadline - time.monotonic()))
+        if got is None:
+            return other if other else None
+        try:
+            p = parse_disc(got[0])
+        except Exception:   # ValueError, protobuf's DecodeError: not the barrier's answer
+            p = None
+        if p is not None and not isinstance(p, dict) and p.nonce == r.nonce and \
+                p.kind == DK["RESPONSE"]:
+            return other
+        other.append(got[0])
+
+
 def happens_within(pred, window: float):
     """Watch for `window` seconds (a timer-derived window: quiet_s,
     retx_window) whether pred() becomes true; return its first true value,
