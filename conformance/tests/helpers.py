@@ -68,6 +68,18 @@ def retx_window(dut, sent: int = 1) -> float:
     return max(quiet_s(dut), (wait_ms * (1 + TOL) + SLACK_MS) / 1000.0)
 
 
+def connect_window(dut) -> float:
+    """How long to watch for a TCP connection a client must not open (a
+    second one, one to another client).
+
+    Why that is enough: a client opens a connection when it learns of a
+    main POS (an ANNOUNCE or RESPONSE, handled on arrival) or on its next
+    reconnect attempt, which comes within its advertised reconnect
+    interval; the window is that interval with the suite's timer
+    tolerance, and never shorter than `quiet_s`."""
+    return max(quiet_s(dut), (dut.t["reconnect_ms"] * (1 + TOL) + SLACK_MS) / 1000.0)
+
+
 # ---- waiting with a deadline ----------------------------------------------------------
 
 POLL_S = 0.01       # wait_until's polling period

@@ -254,7 +254,7 @@ def test_client_discovers_main(make_dut, net):
     cs.check(c.peer_id == d.device_id, "TOPO-6", "the client connects to the first main POS",
              c.peer_id)
     try:
-        vm2.accept(timeout=0.5, handshake=False)
+        vm2.accept(timeout=connect_window(d), handshake=False)
         second = True
     except Timeout:
         second = False

@@ -23,7 +23,7 @@ def test_client_role_and_single_connection(client_setup):
     check(h.from_device_id == h.hello.device_id, "HELLO-2", "from = hello.device_id",
           h.from_device_id)
     try:
-        vm.accept(timeout=0.5, handshake=False)
+        vm.accept(timeout=connect_window(d), handshake=False)
         second = True
     except Timeout:
         second = False
@@ -43,7 +43,7 @@ def test_client_does_not_connect_to_client(client_setup, net):
                                tcp_port=other.addr[1])), (d.host, d.udp_port))
     u.close()
     try:
-        other.accept(timeout=0.6, handshake=False)
+        other.accept(timeout=connect_window(d), handshake=False)
         connected = True
     except Timeout:
         connected = False
