@@ -12,8 +12,37 @@
  *    (decode -> encode -> decode is the identity, unknown fields included),
  *    twice into one arena with a reset in between;
  *  - decoding the input again with one of its allocations failing fails
- *    cleanly (error, no message, nothing leaked). */
+ *    cleanly (error, no message, nothing leaked);
+ *  - wherever the decoder's fast path (heartbeats, acknowledgements) takes
+ *    a body, the general path (protobuf-c and the wire scan) takes it too
+ *    and builds a message that packs to the same bytes with the same
+ *    presence, payload case and message type. */
 #include "fuzz_common.h"
+#include "internal.h"
+
+static void fast_vs_general(const uint8_t *data, size_t size) {
+  const ProtobufCAllocator *a = posp2p_mem_default();
+  posp2p_envelope *f = NULL, *g = NULL;
+  posp2p_error err;
+  int rc = posp2p__envelope_fast_unpack(data, size, a, &f);
+  FUZZ_CHECK(rc == 0 || rc == 1);
+  if (rc == 0) {
+    FUZZ_CHECK(f == NULL);
+    return;
+  }
+  FUZZ_CHECK(posp2p__envelope_unpack_general(data, size, a, &g, &err) == 0);
+  FUZZ_CHECK(g != NULL && g->base.n_unknown_fields == 0);
+  FUZZ_CHECK(fuzz_same_envelope(f, g));
+  FUZZ_CHECK(f->payload_case == g->payload_case);
+  FUZZ_CHECK(f->message_type == g->message_type);
+  FUZZ_CHECK(f->opt_to_device_id_case == g->opt_to_device_id_case);
+  FUZZ_CHECK(f->opt_priority_case == g->opt_priority_case);
+  FUZZ_CHECK(f->opt_acknowledged_case == g->opt_acknowledged_case);
+  FUZZ_CHECK(f->opt_to_device_type_case == g->opt_to_device_type_case);
+  FUZZ_CHECK(f->timestamp_us == g->timestamp_us && f->timestamp_ms == g->timestamp_ms);
+  posp2p_envelope_free(f, a);
+  posp2p_envelope_free(g, a);
+}
 
 static void reencode(const posp2p_envelope *e) {
   posp2p_buf out;
@@ -56,6 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   posp2p_error err;
   fuzz_alloc counting;
   fuzz_alloc_init(&counting, 0);
+  fast_vs_general(data, size);
   int rv = posp2p_envelope_decode(data, size, &counting.base, &e, &err);
   if (rv != 0) {
     FUZZ_CHECK(e == NULL);

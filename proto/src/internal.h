@@ -19,6 +19,17 @@ int posp2p__legacy_disc_encode(const posp2p_disc *m, posp2p_buf *out,
 int posp2p__wire_scan(const ProtobufCMessageDescriptor *d, const uint8_t *p,
                       size_t n, uint64_t base, int depth, posp2p_error *err);
 
+/* The two halves of posp2p_envelope_unpack (envelope.c), apart for the
+ * differential fuzz target. fast: 1 and *out set when it took the body
+ * (a HEARTBEAT or ACKNOWLEDGEMENT Envelope the general path would accept
+ * unchanged), 0 when the general path must decode it, -1 out of memory.
+ * general: protobuf-c's unpack and the wire scan. */
+int posp2p__envelope_fast_unpack(const uint8_t *buf, size_t len, const ProtobufCAllocator *a,
+                                 posp2p_envelope **out);
+int posp2p__envelope_unpack_general(const uint8_t *buf, size_t len,
+                                    const ProtobufCAllocator *a, posp2p_envelope **out,
+                                    posp2p_error *err);
+
 /* For tight byte loops that only count (no decisions worth a fuzzer's
  * attention): leave them out of libFuzzer's comparison tracing, which would
  * otherwise record every byte of every input (clang >= 13). Not inlined:

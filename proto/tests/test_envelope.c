@@ -1,5 +1,6 @@
 /* Envelope encode/decode/validation, UUIDs, names, the arena. */
 #include "posp2p/codec.h"
+#include "internal.h"
 #include "ptest.h"
 
 #define MT(x) POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_##x
@@ -344,6 +345,72 @@ PTEST(arena_trim_releases_blocks) {
   PT_EQ_INT(n_live, 1);
   posp2p_arena_free(&arena);
   PT_EQ_INT(n_live, 0);
+}
+
+/* The decoder's fast path takes heartbeats and acks and builds what the
+ * general path builds; everything else it leaves to the general path
+ * (fuzz_envelope compares the two on every input). */
+static int fast(const uint8_t *b, size_t n) {
+  posp2p_envelope *e = NULL;
+  int rc = posp2p__envelope_fast_unpack(b, n, posp2p_mem_default(), &e);
+  posp2p_envelope_free(e, NULL);
+  return rc;
+}
+
+PTEST(fast_path_takes_acks_and_heartbeats_only) {
+  ack_msg m;
+  make_ack(&m);
+  uint8_t body[512];
+  size_t n = posp2p__v2__envelope__pack(&m.e, body);
+  PT_EQ_INT(fast(body, n), 1);
+  posp2p_envelope *f = NULL, *g = NULL;
+  posp2p_error err;
+  PT_EQ_INT(posp2p__envelope_fast_unpack(body, n, posp2p_mem_default(), &f), 1);
+  PT_EQ_INT(posp2p__envelope_unpack_general(body, n, posp2p_mem_default(), &g, &err), 0);
+  PT_EQ_STR(f->acknowledgement->acknowledged_message_id, g->acknowledgement->acknowledged_message_id);
+  PT_EQ_STR(f->to_device_id, g->to_device_id);
+  PT_EQ_INT(f->opt_to_device_id_case, g->opt_to_device_id_case);
+  PT_EQ_INT(f->opt_priority_case, ENV(OPT_PRIORITY__NOT_SET));
+  PT_EQ_INT(posp2p_envelope_validate(f, &err), 0);
+  posp2p_envelope_free(f, NULL);
+  posp2p_envelope_free(g, NULL);
+
+  /* A heartbeat with priority and sequence. */
+  Posp2p__V2__Heartbeat hb;
+  posp2p__v2__heartbeat__init(&hb);
+  hb.sequence = 1234567;
+  m.e.message_type = MT(HEARTBEAT);
+  m.e.payload_case = ENV(PAYLOAD_HEARTBEAT);
+  m.e.heartbeat = &hb;
+  m.e.opt_priority_case = ENV(OPT_PRIORITY_PRIORITY);
+  m.e.priority = 2;
+  n = posp2p__v2__envelope__pack(&m.e, body);
+  PT_EQ_INT(posp2p__envelope_fast_unpack(body, n, posp2p_mem_default(), &f), 1);
+  PT_EQ_INT(f->heartbeat->sequence, 1234567);
+  PT_EQ_INT(f->priority, 2);
+  posp2p_envelope_free(f, NULL);
+
+  /* Left to the general path: a field twice, a type beyond int32, a bool
+   * of 2, a string that is not UTF-8, no payload, an unknown field. */
+  uint8_t twice[600];
+  memcpy(twice, body, n);
+  memcpy(twice + n, body, 38); /* message_id again */
+  PT_EQ_INT(fast(twice, n + 38), 0);
+  const uint8_t big_type[] = {0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 0xC2, 0x01, 0x00};
+  PT_EQ_INT(fast(big_type, sizeof big_type), 0);
+  const uint8_t bool2[] = {0x38, 0x02, 0xC2, 0x01, 0x00};
+  PT_EQ_INT(fast(bool2, sizeof bool2), 0);
+  const uint8_t latin1[] = {0x0A, 0x01, 0xE9, 0xC2, 0x01, 0x00};
+  PT_EQ_INT(fast(latin1, sizeof latin1), 0);
+  PT_CHECK(posp2p_envelope_unpack(latin1, sizeof latin1, NULL, &g, &err) ==
+           POSP2P_ERR_PROTOBUF);
+  posp2p_envelope_free(g, NULL);
+  const uint8_t no_payload[] = {0x10, 0x09};
+  PT_EQ_INT(fast(no_payload, sizeof no_payload), 0);
+  const uint8_t unknown[] = {0xC2, 0x01, 0x00, 0xC0, 0x3E, 0x01}; /* field 1000 */
+  PT_EQ_INT(fast(unknown, sizeof unknown), 0);
+  const uint8_t order[] = {0xA2, 0x01, 0x00}; /* an (empty) order_forward */
+  PT_EQ_INT(fast(order, sizeof order), 0);
 }
 
 PTEST(errors_have_names) {
