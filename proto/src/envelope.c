@@ -610,8 +610,12 @@ static int fp_field(fp_reader *r, const ProtobufCAllocator *a, posp2p_envelope *
   }
   if (!fp_varint(r, &v)) return FP_PASS;
   switch (f) {
-  case 2: /* enum: protobuf-c keeps the low 32 bits; take only what fits */
-    if (v > INT32_MAX) return FP_PASS;
+  case 2:
+    /* Encoders write field 2 second: another type gives up here, before
+     * anything else is copied (an ORDER_STATUS is small too). */
+    if (v != POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_HEARTBEAT &&
+        v != POSP2P__V2__MESSAGE_TYPE__MESSAGE_TYPE_ACKNOWLEDGEMENT)
+      return FP_PASS;
     e->message_type = (Posp2p__V2__MessageType)v;
     break;
   case 5: e->timestamp_ms = (int64_t)v; break;
