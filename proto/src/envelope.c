@@ -78,8 +78,8 @@ void posp2p_uuid_format(const uint8_t rnd[16], char out[POSP2P_UUID_LEN + 1]) {
  * without NUL, in one pass. Returns the offset of the first bad byte (and
  * *nul says whether it is a NUL), or n if all are valid. Runs of ASCII are
  * checked eight bytes at a time: ids and most names are ASCII, and this
- * pass reads every string byte of every frame. */
-/* Inlined: it is the inner loop of the wire scan (and the fast path). */
+ * pass reads every string byte of every frame; hence also always inlined
+ * (the inner loop of the wire scan and of the fast path below). */
 __attribute__((always_inline)) static inline size_t string_check(const uint8_t *s, size_t n,
                                                                 bool *nul) {
   const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
