@@ -118,7 +118,7 @@ class Gen:
                    "heartbeat": {},
                    "deviceInfo": {"deviceName": "fz", "deviceType": "P2PDeviceType.kds",
                                   "port": 8766},
-                   "acknowledgement": {"messageId": self.uuid()},
+                   "acknowledgement": {"acknowledgedMessageId": self.uuid()},
                    "orderCancel": {"orderId": "L-1", "reason": "x"}}[kind]
         return C.legacy_line(C.legacy_msg(kind, me, dut_id, payload, mid=self.uuid(), ts=ts))
 
@@ -355,13 +355,59 @@ class Target:
         except (OSError, ValueError):
             return False
 
-    PROBES = {"v2 handshake": "handshake", "discovery answer": "discovery"}
+    def legacy_ack(self) -> bool:
+        """A legacy heartbeat line on a new connection is acknowledged
+        (legacy devices answer every message but acknowledgements)."""
+        hb = C.legacy_msg("heartbeat", C.new_id(), self.device_id, {}, 2)
+        try:
+            with socket.create_connection((self.host, self.tcp_port),
+                                          timeout=self.live_timeout) as s:
+                s.sendall(C.legacy_line(hb))
+                buf = bytearray()
+                end = time.monotonic() + self.live_timeout
+                while time.monotonic() < end:
+                    s.settimeout(max(0.01, end - time.monotonic()))
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return False
+                    buf += chunk
+                    for line in C.legacy_split_lines(buf):
+                        try:
+                            o = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(o, dict) and o.get("messageType") == "acknowledgement" \
+                                and (o.get("payload") or {}).get("acknowledgedMessageId") \
+                                == hb["messageId"]:
+                            return True
+        except OSError:
+            return False
+        return False
+
+    def legacy_discovery(self) -> bool:
+        """A legacy JSON discovery request is answered with a legacy response."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind((self.probe_source(), 0))
+                s.settimeout(self.live_timeout)
+                s.sendto(C.legacy_disc_request(), (self.host, self.udp_port))
+                data, _ = s.recvfrom(65536)
+                o = json.loads(data)
+                return isinstance(o, dict) and "deviceId" in o
+        except (OSError, ValueError):
+            return False
+
+    # Tried in this order; a legacy-only device (FlutterPOS) passes only
+    # the last two, a v2-only device the first two.
+    PROBES = {"v2 handshake": "handshake", "discovery answer": "discovery",
+              "legacy acknowledgement": "legacy_ack",
+              "legacy discovery answer": "legacy_discovery"}
 
     def baseline(self) -> Tuple[bool, str]:
         """Which probes the device passes before fuzzing; at least one must."""
         self.probes = [name for name, fn in self.PROBES.items() if getattr(self, fn)()]
         if not self.probes:
-            return False, "no v2 handshake and no discovery answer"
+            return False, "no answer to any probe (%s)" % ", ".join(self.PROBES)
         return True, " + ".join(self.probes)
 
     def alive(self) -> Tuple[bool, str]:

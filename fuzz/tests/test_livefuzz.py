@@ -113,6 +113,32 @@ def test_killed_dut_caught(tmp_path):
     assert header["batch"] >= 2 and inputs
 
 
+def test_legacy_only_device_is_probed_on_its_wire(tmp_path):
+    """A device whose TCP side speaks only the legacy wire (posp2p-peer
+    --wire legacy; it still answers v2 discovery datagrams) is held to the
+    probes it passes, the legacy acknowledgement among them, and one that
+    answers nothing is refused before fuzzing."""
+    host = peerctl.loopback_ip()
+    udp = peerctl.free_port("udp", host)
+    out = tmp_path / "legacy.jsonl"
+    with peerctl.Peer("--type", "mainPOS", "--name", "legacy-dut", "--bind", host,
+                      "--tcp-port", "0", "--udp-port", str(udp), "--state-dir", "none",
+                      "--wire", "legacy", "--broadcast", "127.255.255.255",
+                      "--announce-ms", "0", "--log-level", "warn", name="legacy-dut") as dut:
+        dut_at = ["--dut", "%s:%d" % (host, int(dut.ready["tcp_port"])), "--udp-port", str(udp)]
+        r = livefuzz(*dut_at, "--count", "100", "--batch", "50", "--seed", "4")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "alive (discovery answer + legacy acknowledgement + legacy discovery answer)" \
+            in r.stdout, r.stdout
+        dut.signal(signal.SIGSTOP)       # hung, not gone: only the probes can tell
+        try:
+            r = livefuzz(*dut_at, "--replay", str(tmp_path / "none.jsonl"))
+            assert r.returncode == 2 and "no answer to any probe" in r.stderr, \
+                r.stdout + r.stderr
+        finally:
+            dut.signal(signal.SIGCONT)
+
+
 def test_usage_errors(tmp_path):
     r = livefuzz("--dut", "10.0.0.1")
     assert r.returncode == 2 and "loopback only" in r.stderr, r.stderr
