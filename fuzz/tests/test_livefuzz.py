@@ -78,17 +78,24 @@ def test_wedged_device_caught_replayed_and_minimized(mutant, tmp_path):
     assert r.returncode == 0 and "device still answering" in r.stdout, r.stdout + r.stderr
 
 
-def test_killed_dut_caught(tmp_path):
+def start_dut(name, *extra):
+    """A clean posp2p-peer main POS on its own loopback address, for --dut;
+    returns (peer, the --dut/--udp-port arguments)."""
     host = peerctl.loopback_ip()
     udp = peerctl.free_port("udp", host)
+    peer = peerctl.Peer("--type", "mainPOS", "--name", name, "--bind", host,
+                        "--tcp-port", "0", "--udp-port", str(udp), "--state-dir", "none",
+                        "--broadcast", "127.255.255.255", "--announce-ms", "0",
+                        "--log-level", "warn", *extra, name=name)
+    return peer, ["--dut", "%s:%d" % (host, int(peer.ready["tcp_port"])),
+                  "--udp-port", str(udp)]
+
+
+def test_killed_dut_caught(tmp_path):
     out = tmp_path / "killed.jsonl"
-    with peerctl.Peer("--type", "mainPOS", "--name", "killed-dut", "--bind", host,
-                      "--tcp-port", "0", "--udp-port", str(udp), "--state-dir", "none",
-                      "--broadcast", "127.255.255.255", "--announce-ms", "0",
-                      "--log-level", "warn", name="killed-dut") as dut:
-        port = int(dut.ready["tcp_port"])
-        proc = subprocess.Popen([sys.executable, "-u", TOOL, "--build-dir", BUILD, *LIVE,
-                                 "--dut", "%s:%d" % (host, port), "--udp-port", str(udp),
+    dut, dut_at = start_dut("killed-dut")
+    with dut:
+        proc = subprocess.Popen([sys.executable, "-u", TOOL, "--build-dir", BUILD, *LIVE, *dut_at,
                                  "--count", "100000", "--batch", "10", "--seconds", "120",
                                  "--out", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,14 +125,8 @@ def test_legacy_only_device_is_probed_on_its_wire(tmp_path):
     --wire legacy; it still answers v2 discovery datagrams) is held to the
     probes it passes, the legacy acknowledgement among them, and one that
     answers nothing is refused before fuzzing."""
-    host = peerctl.loopback_ip()
-    udp = peerctl.free_port("udp", host)
-    out = tmp_path / "legacy.jsonl"
-    with peerctl.Peer("--type", "mainPOS", "--name", "legacy-dut", "--bind", host,
-                      "--tcp-port", "0", "--udp-port", str(udp), "--state-dir", "none",
-                      "--wire", "legacy", "--broadcast", "127.255.255.255",
-                      "--announce-ms", "0", "--log-level", "warn", name="legacy-dut") as dut:
-        dut_at = ["--dut", "%s:%d" % (host, int(dut.ready["tcp_port"])), "--udp-port", str(udp)]
+    dut, dut_at = start_dut("legacy-dut", "--wire", "legacy")
+    with dut:
         r = livefuzz(*dut_at, "--count", "100", "--batch", "50", "--seed", "4")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "alive (discovery answer + legacy acknowledgement + legacy discovery answer)" \
