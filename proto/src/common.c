@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "posp2p/common.h"
 
 typedef struct {
@@ -88,8 +90,23 @@ static const ProtobufCAllocator *default_allocator = &system_allocator;
 
 const ProtobufCAllocator *posp2p_mem_default(void) { return default_allocator; }
 
+/* jansson (the legacy JSON codec's parser) has one process-wide allocator
+ * of its own; route it to the default too, so that the hook sees every
+ * allocation the codec causes. */
+static void *jansson_alloc(size_t n) {
+  return default_allocator->alloc(default_allocator->allocator_data, n ? n : 1);
+}
+
+static void jansson_free(void *p) {
+  if (p != NULL) default_allocator->free(default_allocator->allocator_data, p);
+}
+
 void posp2p_mem_set_default(const ProtobufCAllocator *a) {
   default_allocator = a ? a : &system_allocator;
+  if (a != NULL)
+    json_set_alloc_funcs(jansson_alloc, jansson_free);
+  else
+    json_set_alloc_funcs(malloc, free);
 }
 
 void *posp2p_mem_alloc(const ProtobufCAllocator *a, size_t n) {

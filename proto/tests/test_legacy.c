@@ -2143,6 +2143,40 @@ PTEST(allocation_failures) {
   check_alloc_failures(MSG("broadcast", "{\"x\":[1,2,{}]}", 5));
 }
 
+/* The default allocator also serves jansson (posp2p_mem_set_default), so
+ * a legacy decode allocates nothing the hook does not see. */
+static size_t hook_live, hook_calls;
+static void *hook_alloc(void *ud, size_t n) {
+  (void)ud;
+  hook_calls++;
+  hook_live++;
+  return malloc(n);
+}
+static void hook_free(void *ud, void *p) {
+  (void)ud;
+  if (p != NULL) hook_live--;
+  free(p);
+}
+
+PTEST(default_allocator_serves_jansson) {
+  static const ProtobufCAllocator hook = {hook_alloc, hook_free, NULL};
+  posp2p_arena arena;
+  posp2p_mem_set_default(&hook);
+  hook_calls = hook_live = 0;
+  posp2p_arena_init(&arena, NULL, 1u << 16); /* its block from the hook too */
+  posp2p_envelope *e = NULL;
+  posp2p_error err;
+  PT_EQ_INT(posp2p_legacy_decode((const uint8_t *)typed_lines[0], strlen(typed_lines[0]),
+                                 &utc, &arena.base, &e, &err),
+            0);
+  /* One arena block; jansson's tree was built and freed through the hook. */
+  PT_CHECK(hook_calls > 1);
+  PT_EQ_INT(hook_live, 1);
+  posp2p_arena_free(&arena);
+  PT_EQ_INT(hook_live, 0);
+  posp2p_mem_set_default(NULL);
+}
+
 PTEST(decode_into_arena) {
   posp2p_arena arena;
   posp2p_arena_init(&arena, NULL, 4096);

@@ -83,7 +83,12 @@ int posp2p_error_set(posp2p_error *err, int code, uint64_t offset,
  * All allocation in posp2p goes through a ProtobufCAllocator, so that the
  * generated protobuf-c code, the codec and the engine share one hook. A
  * NULL allocator argument means the process default, which is malloc/free
- * unless replaced with posp2p_mem_set_default() before any other call. */
+ * unless replaced with posp2p_mem_set_default() before any other call.
+ * posp2p_mem_set_default also installs the default as jansson's allocator
+ * (json_set_alloc_funcs; NULL restores malloc/free): jansson, which parses
+ * legacy JSON, has one allocator per process, so an application that uses
+ * jansson itself shares it, and jansson's allocations go to the default even
+ * when a call is given another allocator (an arena). */
 const ProtobufCAllocator *posp2p_mem_default(void);
 void posp2p_mem_set_default(const ProtobufCAllocator *a);
 void *posp2p_mem_alloc(const ProtobufCAllocator *a, size_t n);
