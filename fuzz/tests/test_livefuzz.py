@@ -28,8 +28,10 @@ import peerctl  # noqa: E402
 BUILD = peerctl.build_dir()
 TOOL = os.path.join(ROOT, "scripts", "posp2p-livefuzz")
 MUTANT = os.path.join(BUILD, "conformance", "posp2p-peer-mutant-wedge_on_oversize")
-# Compressed probe timeout: a wedged device is declared dead after 1 s.
-LIVE = ["--live-timeout", "1"]
+# Compressed probe timeout: a wedged device is declared dead after 2 s. A
+# healthy one answers on loopback in milliseconds; 2 s leaves room for a
+# loaded CI machine, where a spurious timeout would mislead --minimize.
+LIVE = ["--live-timeout", "2"]
 
 
 def livefuzz(*args, timeout=180):
