@@ -296,8 +296,9 @@ void posp2p__conn_ready(posp2p_peer *p, posp2p__conn *c);
  * *n pointers; the caller still checks each one's state and that it is its
  * device's current connection. NULL when no index can be used (type out of
  * range, out of memory, or the index is being iterated further up the
- * stack): then walk `conns`. Hold the index with posp2p__type_idx_hold /
- * _release while iterating, so that nested calls do not rebuild it. */
+ * stack): then walk `conns`. A caller that iterates the index raises
+ * p->type_idx_busy meanwhile, so that nested calls do not rebuild it under
+ * its feet (route.c, cand_begin/cand_end). */
 posp2p__conn **posp2p__conns_of_type(posp2p_peer *p, int type, size_t *n);
 /* Invalidate the index: a connection was created or unlinked, bound to a
  * device, or its device's type changed. */
