@@ -40,7 +40,7 @@ static const uint8_t uuid_shape[POSP2P_UUID_LEN] = {
  * frame. It is table-driven without data-dependent branches: with random
  * ids a per-character branch mispredicts often enough to dominate the
  * decode of a small frame (bench/README.md). */
-bool posp2p_uuid_valid(const char *s) {
+POSP2P__NO_COVERAGE bool posp2p_uuid_valid(const char *s) {
   if (s == NULL || strnlen(s, POSP2P_UUID_LEN + 1) != POSP2P_UUID_LEN)
     return false;
   const unsigned char *u = (const unsigned char *)s;
@@ -50,7 +50,8 @@ bool posp2p_uuid_valid(const char *s) {
   return bad == 0;
 }
 
-void posp2p_uuid_format(const uint8_t rnd[16], char out[POSP2P_UUID_LEN + 1]) {
+POSP2P__NO_COVERAGE void posp2p_uuid_format(const uint8_t rnd[16],
+                                            char out[POSP2P_UUID_LEN + 1]) {
   static const char hex[] = "0123456789abcdef";
   uint8_t b[16];
   memcpy(b, rnd, 16);
