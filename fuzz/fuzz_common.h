@@ -21,16 +21,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* An invariant violation. __builtin_trap() rather than abort(): libFuzzer and
  * the replay driver both report SIGILL as a crash with the input, and it
  * cannot be intercepted by code under test. */
-/* For the harness's own bookkeeping loops (walking its connection table
- * after every step): their comparisons are not the code under test, and
- * tracing them costs the fuzzer more than the engine calls they make. The
- * invariants in them still run; only coverage tracing is off. */
-#if defined(__clang__) && __clang_major__ >= 13
-#define FUZZ_NO_COVERAGE __attribute__((no_sanitize("coverage"), noinline))
-#else
-#define FUZZ_NO_COVERAGE
-#endif
-
 #define FUZZ_CHECK(cond)                                                       \
   do {                                                                         \
     if (!(cond))                                                               \

@@ -199,6 +199,28 @@ def relay_barrier(src, dst, timeout: float = BARRIER_S) -> str:
     return s.message_id
 
 
+def _udp_barrier_collect(u, dut, timeout: float):
+    """Send the device a REQUEST from `u` and read until the RESPONSE with
+    its nonce (DISC-5). Returns (the datagrams that came before it, whether
+    it came)."""
+    r = disc("REQUEST")
+    u.send(disc_bytes(r), (dut.host, dut.udp_port))
+    deadline = time.monotonic() + timeout
+    before = []
+    while True:
+        got = u.recv(max(0.0, deadline - time.monotonic()))
+        if got is None:
+            return before, False
+        try:
+            p = parse_disc(got[0])
+        except Exception:   # ValueError, protobuf's DecodeError: not the barrier's answer
+            p = None
+        if p is not None and not isinstance(p, dict) and p.nonce == r.nonce and \
+                p.kind == DK["RESPONSE"]:
+            return before, True
+        before.append(got[0])
+
+
 def udp_barrier(u, dut, timeout: float = BARRIER_S) -> None:
     """Barrier for datagrams: the UDP probe `u` sends the device a REQUEST
     and waits for the RESPONSE with its nonce (DISC-5).
@@ -207,20 +229,10 @@ def udp_barrier(u, dut, timeout: float = BARRIER_S) -> None:
     handles its datagrams in arrival order, and loopback delivers one
     socket's datagrams in the order they were sent. Use it only from a
     probe whose earlier datagrams drew no RESPONSE (DISC-10 would
-    rate-limit the barrier's)."""
-    r = disc("REQUEST")
-    u.send(disc_bytes(r), (dut.host, dut.udp_port))
-    deadline = time.monotonic() + timeout
-    while True:
-        got = u.recv(max(0.0, deadline - time.monotonic()))
-        if got is None:
-            raise Timeout("no RESPONSE to the barrier REQUEST within %.1f s" % timeout)
-        try:
-            p = parse_disc(got[0])
-        except ValueError:
-            continue
-        if not isinstance(p, dict) and p.nonce == r.nonce:
-            return
+    rate-limit the barrier's). Raises Timeout if the barrier is not answered."""
+    _, answered = _udp_barrier_collect(u, dut, timeout)
+    if not answered:
+        raise Timeout("no RESPONSE to the barrier REQUEST within %.1f s" % timeout)
 
 
 def udp_unanswered(u, dut, timeout: float = BARRIER_S):
@@ -234,22 +246,8 @@ def udp_unanswered(u, dut, timeout: float = BARRIER_S):
     (DISC-10), so the barrier may then go unanswered: the answer already
     received is the finding, and a short wait for it is enough because
     the device sends it when it handles the datagram, before the barrier."""
-    r = disc("REQUEST")
-    u.send(disc_bytes(r), (dut.host, dut.udp_port))
-    deadline = time.monotonic() + timeout
-    other = []
-    while True:
-        got = u.recv(max(0.0, deadline - time.monotonic()))
-        if got is None:
-            return other if other else None
-        try:
-            p = parse_disc(got[0])
-        except Exception:   # ValueError, protobuf's DecodeError: not the barrier's answer
-            p = None
-        if p is not None and not isinstance(p, dict) and p.nonce == r.nonce and \
-                p.kind == DK["RESPONSE"]:
-            return other
-        other.append(got[0])
+    before, answered = _udp_barrier_collect(u, dut, timeout)
+    return before if answered or before else None
 
 
 def happens_within(pred, window: float):

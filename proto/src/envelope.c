@@ -494,18 +494,12 @@ typedef struct {
 
 enum { FP_TAKE = 1, FP_PASS = 0, FP_NOMEM = -1 };
 
+/* wire_varint, refusing a tenth byte with bits beyond 64 (which wire_varint
+ * drops: fine for skipping, not for taking a value). */
 static bool fp_varint(fp_reader *r, uint64_t *v) {
-  uint64_t x = 0;
-  for (unsigned i = 0; i < 10 && r->pos < r->n; i++) {
-    uint8_t b = r->p[r->pos++];
-    if (i == 9 && b > 1) return false; /* more than 64 bits */
-    x |= (uint64_t)(b & 0x7Fu) << (7 * i);
-    if ((b & 0x80u) == 0) {
-      *v = x;
-      return true;
-    }
-  }
-  return false;
+  size_t start = r->pos;
+  return wire_varint(r->p, r->n, &r->pos, v) == 0 &&
+         !(r->pos - start == 10 && r->p[r->pos - 1] > 1);
 }
 
 /* The next field's number and wire type; false at a key protobuf-c would

@@ -30,15 +30,4 @@ int posp2p__envelope_unpack_general(const uint8_t *buf, size_t len,
                                     const ProtobufCAllocator *a, posp2p_envelope **out,
                                     posp2p_error *err);
 
-/* For tight byte loops that only count (no decisions worth a fuzzer's
- * attention): leave them out of libFuzzer's comparison tracing, which would
- * otherwise record every byte of every input (clang >= 13). Not inlined:
- * the instrumentation pass runs after inlining and would trace the loop in
- * the caller. */
-#if defined(__clang__) && __clang_major__ >= 13
-#define POSP2P__NO_COVERAGE __attribute__((no_sanitize("coverage"), noinline))
-#else
-#define POSP2P__NO_COVERAGE
-#endif
-
 #endif

@@ -2,7 +2,6 @@
  * json_emit.h for the contract. */
 #include <jansson.h>
 
-#include "internal.h"
 #include "json_emit.h"
 
 #include <float.h>

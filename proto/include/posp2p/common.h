@@ -79,6 +79,19 @@ int posp2p_error_set(posp2p_error *err, int code, uint64_t offset,
 #endif
     ;
 
+/* Internal, for posp2p's own sources, its engine and its fuzz harnesses:
+ * marks a branch-free byte loop (hashing, id formatting, skipping plain
+ * bytes) or a harness's own bookkeeping that libFuzzer's comparison tracing
+ * should leave out; it would otherwise record every byte of every input
+ * (clang >= 13). Not inlined: the instrumentation pass runs after inlining
+ * and would trace the loop in its caller. Callers' branches on the result
+ * stay traced. */
+#if defined(__clang__) && __clang_major__ >= 13
+#define POSP2P__NO_COVERAGE __attribute__((no_sanitize("coverage"), noinline))
+#else
+#define POSP2P__NO_COVERAGE
+#endif
+
 /* ---- Allocation --------------------------------------------------------
  * All allocation in posp2p goes through a ProtobufCAllocator, so that the
  * generated protobuf-c code, the codec and the engine share one hook. A

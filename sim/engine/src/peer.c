@@ -92,7 +92,7 @@ static int hexval(char c) {
 
 /* Not traced either: its outcome is a bool that every caller branches on,
  * and that branch is traced. */
-POSP2P__ENGINE_NO_COVERAGE bool posp2p__uuid_parse(const char *s, posp2p__uuid *out) {
+POSP2P__NO_COVERAGE bool posp2p__uuid_parse(const char *s, posp2p__uuid *out) {
   if (s == NULL) return false;
   int k = 0;
   for (int i = 0; i < (int)POSP2P_UUID_LEN; i++) {
@@ -110,7 +110,7 @@ POSP2P__ENGINE_NO_COVERAGE bool posp2p__uuid_parse(const char *s, posp2p__uuid *
   return s[POSP2P_UUID_LEN] == '\0';
 }
 
-POSP2P__ENGINE_NO_COVERAGE void posp2p__uuid_text(const posp2p__uuid *u,
+POSP2P__NO_COVERAGE void posp2p__uuid_text(const posp2p__uuid *u,
                                                   char out[POSP2P_UUID_LEN + 1]) {
   static const char hex[] = "0123456789abcdef";
   int k = 0;
@@ -124,7 +124,7 @@ POSP2P__ENGINE_NO_COVERAGE void posp2p__uuid_text(const posp2p__uuid *u,
 
 /* FNV-1a: the keys are UUIDs (already random) and short strings, so a
  * simple byte hash spreads them well enough. */
-POSP2P__ENGINE_NO_COVERAGE uint32_t posp2p__hash_bytes(const void *p, size_t n) {
+POSP2P__NO_COVERAGE uint32_t posp2p__hash_bytes(const void *p, size_t n) {
   const uint8_t *b = p;
   uint32_t h = 2166136261u;
   for (size_t i = 0; i < n; i++) {

@@ -57,15 +57,6 @@
 #define REQ_LEGACY_JSON "LEGACY-8"
 #define REQ_LEGACY_INVALID "LEGACY-22"
 
-/* Branch-free byte loops (hashing, id formatting) left out of libFuzzer's
- * comparison tracing, which would record every byte (as in
- * proto/src/internal.h; not inlined because the pass runs after inlining). */
-#if defined(__clang__) && __clang_major__ >= 13
-#define POSP2P__ENGINE_NO_COVERAGE __attribute__((no_sanitize("coverage"), noinline))
-#else
-#define POSP2P__ENGINE_NO_COVERAGE
-#endif
-
 /* ---- Small helpers (peer.c) --------------------------------------------- */
 
 typedef struct {
